@@ -1,0 +1,1 @@
+"""Command-line front ends: the ``otkit`` and ``otseg`` Click groups."""

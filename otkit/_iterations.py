@@ -1,0 +1,282 @@
+"""Sinkhorn iterations in the log and the kernel (scaling) domain.
+
+Both loops solve the same fixed point. With ``lam = rho / (rho + eps)`` (``1`` for a balanced side)::
+
+    f_i = -lam_a * eps * LSE_j(log b_j + (g_j - C_ij) / eps)
+    g_j = -lam_b * eps * LSE_i(log a_i + (f_i - C_ij) / eps)
+
+starting from ``g`` (the initial ``f`` only serves as the kernel domain's reference point).
+
+Layout: the cost is stored with its longer axis last and contiguous, so that both half-iterations run as
+vectorised passes along memory (a batched vector-matrix product for one side, a contiguous dot product for the
+other). On the multi-prompt shape (many problems of 1024 pixels x 6-8 prompts) this layout is several times
+faster than the naive one.
+
+Stopping: every ``check_every`` iterations the relative L1 violation of the column condition,
+``|P^T 1 - b * exp(-g / rho_b)|_1 / |b|_1``, is computed on the device for every problem; the host reads its
+maximum (one synchronisation per check) and stops once every problem is below ``tol``. While ``torch.compile``
+traces the loop it runs the full ``max_iter`` iterations with no synchronisation at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from otkit._validation import is_tracing
+
+__all__ = [
+    "KERNEL_SAFE_SPREAD",
+    "Iterate",
+    "kernel_domain_is_safe",
+    "kernel_reference",
+    "solve",
+    "solve_kernel",
+    "solve_log",
+]
+
+# Largest spread of the kernel exponent (C - f0 - g0) / eps for which the scaling domain cannot overflow or
+# underflow: scalings stay within exp(+-spread) and the kernel within [exp(-spread), 1].
+KERNEL_SAFE_SPREAD = {torch.float32: 50.0, torch.float64: 300.0}
+
+
+@dataclass
+class Iterate:
+    """Potentials (cost units) and bookkeeping returned by a Sinkhorn loop."""
+
+    f: Tensor  # (*batch, n)
+    g: Tensor  # (*batch, m)
+    n_iter: int
+    errors: Tensor  # (n_checks, *batch)
+
+
+def _lam(rho: float | None, eps: float) -> float:
+    return 1.0 if rho is None else rho / (rho + eps)
+
+
+def _column_error(col: Tensor, b: Tensor, target: Tensor) -> Tensor:
+    """Relative L1 distance between the plan's column sums and their optimality target, ``(*batch)``."""
+    return (col - target).abs().sum(-1) / b.sum(-1)
+
+
+def _should_stop(err: Tensor, tol: float | None) -> bool:
+    return tol is not None and not is_tracing() and bool(err.max() <= tol)
+
+
+def _is_check(it: int, max_iter: int, tol: float | None, check_every: int) -> bool:
+    last = it == max_iter - 1
+    return last or (tol is not None and not is_tracing() and (it + 1) % check_every == 0)
+
+
+def solve_log(
+    cost: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float,
+    rho_a: float | None,
+    rho_b: float | None,
+    g_init: Tensor | None,
+    max_iter: int,
+    tol: float | None,
+    check_every: int,
+) -> Iterate:
+    """Log-domain Sinkhorn. Shapes: cost ``(*batch, n, m)``, a ``(*batch, n)``, b ``(*batch, m)``.
+
+    All tensors are in the compute dtype. Autograd records the iterations when the inputs require grad.
+    """
+    n, m = cost.shape[-2:]
+    lam_a, lam_b = _lam(rho_a, eps), _lam(rho_b, eps)
+    transposed = m < n
+    # Z: -C / eps, longer axis last. (*batch, m, n) if transposed else (*batch, n, m).
+    z = -(cost.transpose(-1, -2) if transposed else cost) / eps
+    z = z.contiguous()
+    log_a, log_b = torch.log(a), torch.log(b)
+    ge = torch.zeros_like(b) if g_init is None else g_init / eps  # g / eps, (*batch, m)
+    fe = torch.zeros_like(a)
+    errors = []
+    n_iter = max_iter
+    for it in range(max_iter):
+        if transposed:
+            fe = -lam_a * torch.logsumexp(z + (log_b + ge).unsqueeze(-1), dim=-2)
+            lse = torch.logsumexp(z + (log_a + fe).unsqueeze(-2), dim=-1)
+        else:
+            fe = -lam_a * torch.logsumexp(z + (log_b + ge).unsqueeze(-2), dim=-1)
+            lse = torch.logsumexp(z + (log_a + fe).unsqueeze(-1), dim=-2)
+        check = _is_check(it, max_iter, tol, check_every)
+        if check:
+            with torch.no_grad():
+                col = torch.exp(log_b + ge + lse)
+                target = b if rho_b is None else b * torch.exp(-ge * (eps / rho_b))
+                errors.append(_column_error(col, b, target))
+        ge = -lam_b * lse
+        if check and _should_stop(errors[-1], tol):
+            n_iter = it + 1
+            break
+    return Iterate(f=fe * eps, g=ge * eps, n_iter=n_iter, errors=torch.stack(errors))
+
+
+def kernel_reference(cost: Tensor, f_init: Tensor | None, g_init: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Reference potentials ``(f0, g0)`` of the kernel domain: the warm start, or (row minima of C, 0)."""
+    if f_init is not None and g_init is not None:
+        return f_init, g_init
+    f0 = cost.amin(-1)
+    g0 = torch.zeros(cost.shape[:-2] + cost.shape[-1:], dtype=cost.dtype, device=cost.device)
+    return f0, g0
+
+
+def kernel_domain_is_safe(cost: Tensor, eps: float, unbalanced: bool, f0: Tensor, g0: Tensor, warm: bool) -> bool:
+    """Whether the scaling domain is free of overflow for this problem batch (one host synchronisation).
+
+    Balanced: the spread of ``(C - f0 - g0) / eps`` must stay under :data:`KERNEL_SAFE_SPREAD` for the dtype.
+    Unbalanced sides move mass by factors up to ``exp(|C| / eps)``, so without a warm start ``max |C| / eps``
+    must stay under it as well; a warm-started unbalanced problem always runs in the log domain.
+    """
+    limit = KERNEL_SAFE_SPREAD[cost.dtype]
+    if unbalanced and warm:
+        return False
+    if warm:
+        z = (cost - f0.unsqueeze(-1) - g0.unsqueeze(-2)) / eps
+        spread = (z.amax((-2, -1)) - z.amin((-2, -1))).max()
+    else:  # f0 = row minima, g0 = 0: the exponent spans each row's range
+        spread = (cost.amax(-1) - cost.amin(-1)).max() / eps
+    if unbalanced:
+        spread = torch.maximum(spread, cost.abs().max() / eps)
+    return bool(spread <= limit)
+
+
+def _kernel_matrix(cost: Tensor, f0: Tensor, g0: Tensor, eps: float, transposed: bool) -> Tensor:
+    """``K = exp((f0_i + g0_j - C_ij) / eps)`` stored longer axis last, built in place when autograd is off."""
+    if torch.is_grad_enabled() and cost.requires_grad:
+        log_k = (f0.unsqueeze(-1) + g0.unsqueeze(-2) - cost) / eps
+        return torch.exp(log_k.transpose(-1, -2) if transposed else log_k).contiguous()
+    layout = cost.transpose(-1, -2) if transposed else cost  # (*batch, m, n) or (*batch, n, m)
+    kernel = layout.clone(memory_format=torch.contiguous_format)
+    f0, g0 = (f0.unsqueeze(-2), g0.unsqueeze(-1)) if transposed else (f0.unsqueeze(-1), g0.unsqueeze(-2))
+    kernel.sub_(f0).sub_(g0)
+    return kernel.div_(-eps).exp_()
+
+
+def solve_kernel(
+    cost: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float,
+    rho_a: float | None,
+    rho_b: float | None,
+    f0: Tensor,
+    g0: Tensor,
+    max_iter: int,
+    tol: float | None,
+    check_every: int,
+) -> Iterate:
+    """Scaling-domain Sinkhorn around reference potentials ``f0 (*batch, n)``, ``g0 (*batch, m)``.
+
+    With ``K_ij = exp((f0_i + g0_j - C_ij) / eps)``, ``u = exp((f - f0) / eps)`` and ``v = exp((g - g0) / eps)``
+    the updates read ``u = alpha / (K (b v))^lam_a`` and ``v = beta / (K^T (a u))^lam_b``, where
+    ``alpha = exp(-f0 / (rho_a + eps))`` (``1`` when balanced) and likewise ``beta``. The marginals stay out of
+    the kernel, so zero weights are harmless. Only call it where :func:`kernel_domain_is_safe` holds.
+    """
+    n, m = cost.shape[-2:]
+    lam_a, lam_b = _lam(rho_a, eps), _lam(rho_b, eps)
+    transposed = m < n
+    kernel = _kernel_matrix(cost, f0, g0, eps, transposed)
+    alpha = None if rho_a is None else torch.exp(-f0 / (rho_a + eps))
+    beta = None if rho_b is None else torch.exp(-g0 / (rho_b + eps))
+
+    def rows(w: Tensor) -> Tensor:  # (K w)_i = sum_j K_ij w_j, w (*batch, m) -> (*batch, n)
+        if transposed:
+            return (w.unsqueeze(-2) @ kernel).squeeze(-2)
+        return torch.linalg.vecdot(kernel, w.unsqueeze(-2), dim=-1)
+
+    def cols(w: Tensor) -> Tensor:  # (K^T w)_j = sum_i K_ij w_i, w (*batch, n) -> (*batch, m)
+        if transposed:
+            return torch.linalg.vecdot(kernel, w.unsqueeze(-2), dim=-1)
+        return (w.unsqueeze(-2) @ kernel).squeeze(-2)
+
+    def scale(s: Tensor, lam: float, offset: Tensor | None) -> Tensor:
+        return s.reciprocal() if offset is None else offset * s.pow(-lam)
+
+    v = torch.ones_like(b)
+    u = torch.ones_like(a)
+    errors = []
+    n_iter = max_iter
+    for it in range(max_iter):
+        u = scale(rows(b * v), lam_a, alpha)
+        ktu = cols(a * u)
+        check = _is_check(it, max_iter, tol, check_every)
+        if check:
+            with torch.no_grad():
+                col = b * v * ktu
+                target = b
+                if rho_b is not None:
+                    target = b * torch.exp(-g0 / rho_b) * v.pow(-eps / rho_b)
+                errors.append(_column_error(col, b, target))
+        v = scale(ktu, lam_b, beta)
+        if check and _should_stop(errors[-1], tol):
+            n_iter = it + 1
+            break
+    f = f0 + eps * torch.log(u)
+    g = g0 + eps * torch.log(v)
+    return Iterate(f=f, g=g, n_iter=n_iter, errors=torch.stack(errors))
+
+
+# Problems are solved in groups whose cost fits in a CPU's cache: every group runs all its iterations while its
+# kernel stays cache-resident, instead of streaming the whole batch from memory twice per iteration.
+CPU_CHUNK_BYTES = 4 * 2**20
+
+
+def _stack_errors(traces: list[Tensor]) -> Tensor:
+    """Concatenate per-group error traces ``(n_checks_k, batch_k)`` along the batch, padding short ones."""
+    length = max(t.shape[0] for t in traces)
+    padded = [torch.cat([t, t[-1:].expand(length - t.shape[0], -1)]) for t in traces]
+    return torch.cat(padded, dim=1)
+
+
+def solve(
+    kind: str,
+    cost: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float,
+    rho_a: float | None,
+    rho_b: float | None,
+    f_init: Tensor | None,
+    g_init: Tensor | None,
+    max_iter: int,
+    tol: float | None,
+    check_every: int,
+) -> Iterate:
+    """Run the ``kind`` (``"log"`` or ``"kernel"``) loop over a batch ``(*batch, n, m)``, cache-blocked on CPUs."""
+    batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
+    flat = (cost.reshape(-1, n, m), a.reshape(-1, n), b.reshape(-1, m))
+    inits = (
+        None if f_init is None else f_init.reshape(-1, n),
+        None if g_init is None else g_init.reshape(-1, m),
+    )
+    total = flat[0].shape[0]
+    step = total
+    if cost.device.type == "cpu" and not is_tracing():
+        step = max(1, CPU_CHUNK_BYTES // (n * m * cost.element_size()))
+    parts = []
+    for start in range(0, total, step):
+        c, wa, wb = (t[start : start + step] for t in flat)
+        fi, gi = (None if t is None else t[start : start + step] for t in inits)
+        if kind == "log":
+            parts.append(solve_log(c, wa, wb, eps, rho_a, rho_b, gi, max_iter, tol, check_every))
+        else:
+            f0, g0 = kernel_reference(c.detach(), fi, gi)
+            parts.append(solve_kernel(c, wa, wb, eps, rho_a, rho_b, f0, g0, max_iter, tol, check_every))
+    if len(parts) == 1:
+        f, g, errors = parts[0].f, parts[0].g, parts[0].errors
+    else:
+        f = torch.cat([p.f for p in parts])
+        g = torch.cat([p.g for p in parts])
+        errors = _stack_errors([p.errors for p in parts])
+    return Iterate(
+        f=f.reshape(*batch, n),
+        g=g.reshape(*batch, m),
+        n_iter=max(p.n_iter for p in parts),
+        errors=errors.reshape(-1, *batch),
+    )

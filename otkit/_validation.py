@@ -1,0 +1,115 @@
+"""Input checks shared by the solvers and operators.
+
+Every check raises a ``ValueError`` that names the argument, says what was wrong and what to do. Checks that
+need the data (NaN, negative weights, masses) cost one host synchronisation per call; they are skipped while
+``torch.compile`` traces a function, where data-dependent branches would break the graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_positive_float", "check_rho", "compute_dtype", "is_tracing", "prepare_marginal"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def is_tracing() -> bool:
+    """Whether ``torch.compile`` (dynamo) is tracing the current call."""
+    return torch.compiler.is_compiling()
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solver iterates in: float64 stays, everything else runs in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_positive_float(value: float, name: str) -> float:
+    """Return ``value`` as a float after checking that it is finite and > 0."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a positive scalar, got a tensor of shape {tuple(value.shape)}.")
+        value = value.item()
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}. Pass a positive value such as 0.05.")
+    return value
+
+
+def check_rho(rho: float | None, name: str) -> float | None:
+    """Normalise a marginal-relaxation weight: ``None`` or ``inf`` mean a balanced (hard) marginal."""
+    if rho is None:
+        return None
+    if isinstance(rho, Tensor):
+        rho = rho.item()
+    rho = float(rho)
+    if math.isinf(rho) and rho > 0:
+        return None
+    if math.isnan(rho) or rho <= 0:
+        raise ValueError(f"{name} must be > 0 (a KL penalty weight), or None/inf for a balanced marginal; got {rho}.")
+    return rho
+
+
+def check_cost(cost: Tensor, name: str = "cost") -> None:
+    """Check that ``cost`` is a floating tensor ``(..., n, m)`` with non-empty dims and finite entries."""
+    if not isinstance(cost, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (..., n, m), got {type(cost).__name__}.")
+    if cost.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got {cost.dtype}. "
+            f"Convert it with {name}.float()."
+        )
+    if cost.dim() < 2:
+        raise ValueError(f"{name} must have at least 2 dims (..., n, m), got shape {tuple(cost.shape)}.")
+    if cost.numel() == 0:
+        raise ValueError(
+            f"{name} has an empty dimension, shape {tuple(cost.shape)}: every problem needs n >= 1 and m >= 1 "
+            "points and every batch dim must be >= 1."
+        )
+    if not is_tracing() and not bool(torch.isfinite(cost).all()):
+        bad = "NaN" if bool(torch.isnan(cost).any()) else "Inf"
+        raise ValueError(
+            f"{name} contains {bad} values. Sinkhorn needs finite costs: replace them (for example with a large "
+            "finite cost for forbidden pairs) or clean the features that produced them."
+        )
+
+
+def prepare_marginal(weights: Tensor | None, shape: torch.Size, like: Tensor, name: str, dim_name: str) -> Tensor:
+    """Broadcast a marginal to ``shape`` (``(*batch, n)``) in the dtype/device of ``like``, with checks.
+
+    ``None`` gives the uniform marginal ``1 / n``. Explicit weights must be finite, non-negative and have positive
+    mass in every problem.
+    """
+    n = shape[-1]
+    if weights is None:
+        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device).expand(shape)
+    if not isinstance(weights, Tensor):
+        weights = torch.as_tensor(weights)
+    if weights.dim() == 0 or weights.shape[-1] != n:
+        raise ValueError(
+            f"{name} must have last dim {dim_name} = {n} to match the cost, got shape {tuple(weights.shape)}."
+        )
+    try:
+        weights = weights.to(dtype=like.dtype, device=like.device).expand(shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(weights.shape)} does not broadcast to the cost's batch shape "
+            f"{tuple(shape)}. Give it shape ({dim_name},) or (*batch, {dim_name})."
+        ) from None
+    if not is_tracing():
+        if not bool(torch.isfinite(weights).all()):
+            raise ValueError(f"{name} contains NaN or Inf values; marginal weights must be finite.")
+        if bool((weights < 0).any()):
+            raise ValueError(f"{name} has negative entries; marginal weights must be >= 0.")
+        if bool((weights.sum(-1) <= 0).any()):
+            raise ValueError(
+                f"{name} has zero total mass in at least one problem; every problem needs positive mass. "
+                "Drop empty problems or give them uniform weights."
+            )
+    return weights

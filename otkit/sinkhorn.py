@@ -1,0 +1,238 @@
+"""Entropic optimal transport on dense cost matrices: balanced, unbalanced and semi-unbalanced Sinkhorn."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from otkit._implicit import ImplicitSinkhorn
+from otkit._iterations import Iterate, kernel_domain_is_safe, kernel_reference
+from otkit._iterations import solve as solve_iterations
+from otkit._validation import (
+    check_cost,
+    check_positive_float,
+    check_rho,
+    compute_dtype,
+    is_tracing,
+    prepare_marginal,
+)
+from otkit.result import SinkhornResult
+
+__all__ = ["ConvergenceWarning", "sinkhorn"]
+
+Domain = Literal["auto", "log", "kernel"]
+GradMode = Literal["unroll", "implicit"]
+
+
+class ConvergenceWarning(UserWarning):
+    """Sinkhorn stopped at ``max_iter`` before every problem reached ``tol``."""
+
+
+def _mass_tolerance(dtype: torch.dtype) -> float:
+    return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+def _check_options(max_iter: int, tol: float | None, domain: str, grad: str, check_every: int) -> None:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}.")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol must be None (run max_iter iterations) or a number >= 0, got {tol!r}.")
+    if domain not in ("auto", "log", "kernel"):
+        raise ValueError(f"domain must be 'auto', 'log' or 'kernel', got {domain!r}.")
+    if grad not in ("unroll", "implicit"):
+        raise ValueError(f"grad must be 'unroll' or 'implicit', got {grad!r}.")
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}.")
+
+
+def _check_masses(a: Tensor, b: Tensor) -> None:
+    mass_a, mass_b = a.sum(-1), b.sum(-1)
+    gap = ((mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)).max()
+    if bool(gap > _mass_tolerance(a.dtype)):
+        raise ValueError(
+            f"a and b have different total masses (largest relative gap {gap.item():.3g}) but the problem is "
+            "balanced. Normalise both to the same mass (for example a / a.sum(-1, keepdim=True)), or relax a "
+            "marginal with rho_a= / rho_b= (unbalanced OT)."
+        )
+
+
+def _prepare_init(init: tuple[Tensor, Tensor] | None, cost: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    if init is None:
+        return None, None
+    if not (isinstance(init, (tuple, list)) and len(init) == 2):
+        raise ValueError("init must be a pair of potentials (f, g) of shapes (*batch, n) and (*batch, m).")
+    shape_f, shape_g = cost.shape[:-1], cost.shape[:-2] + cost.shape[-1:]
+    out = []
+    for name, pot, shape in (("init[0] (f)", init[0], shape_f), ("init[1] (g)", init[1], shape_g)):
+        pot = torch.as_tensor(pot).detach().to(dtype=cost.dtype, device=cost.device)
+        try:
+            pot = pot.expand(shape)
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {tuple(pot.shape)} does not broadcast to {tuple(shape)}.") from None
+        if not is_tracing() and not bool(torch.isfinite(pot).all()):
+            raise ValueError(f"{name} contains NaN or Inf; pass finite potentials, e.g. from a previous result.")
+        out.append(pot)
+    return out[0], out[1]
+
+
+def sinkhorn(
+    cost: Tensor,
+    a: Tensor | None = None,
+    b: Tensor | None = None,
+    eps: float = 0.05,
+    *,
+    rho_a: float | None = None,
+    rho_b: float | None = None,
+    max_iter: int = 100,
+    tol: float | None = 1e-6,
+    domain: Domain = "auto",
+    grad: GradMode = "unroll",
+    init: tuple[Tensor, Tensor] | None = None,
+    check_every: int = 10,
+) -> SinkhornResult:
+    r"""Solve a batch of entropic optimal transport problems with Sinkhorn iterations.
+
+    .. math::
+        \min_{P \ge 0}\ \langle P, C\rangle + \varepsilon\,\mathrm{KL}(P \,|\, a \otimes b)
+        + \rho_a \mathrm{KL}(P 1 \,|\, a) + \rho_b \mathrm{KL}(P^\top 1 \,|\, b)
+
+    where:
+
+    - ``C`` is the cost ``(..., n, m)``; every leading dim is a batch of independent problems;
+    - ``a`` ``(..., n)`` and ``b`` ``(..., m)`` are non-negative marginals (uniform by default);
+    - ``KL(p|q) = sum p log(p/q) - p + q`` is the generalised Kullback-Leibler divergence;
+    - a side with ``rho = None`` is a hard constraint (``P 1 = a``), so ``rho_a = rho_b = None`` is balanced
+      OT, one ``None`` is semi-unbalanced, and two weights are unbalanced OT. ``rho`` is POT's ``reg_m`` and
+      geomloss's ``reach ** p``.
+
+    The solution is ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)`` with potentials ``f``, ``g`` in cost
+    units, obtained by alternating ``f = -lam_a eps LSE_j(log b_j + (g_j - C_ij) / eps)`` and the symmetric
+    update of ``g`` (``lam = rho / (rho + eps)``, ``1`` when balanced), from ``g = 0`` or ``init``.
+
+    Args:
+        cost: ``(..., n, m)`` cost matrices, float16/bfloat16/float32/float64. Half precision is computed in
+            float32; potentials and plan come back in float32.
+        a: ``(n,)`` or ``(..., n)`` row weights, broadcast over the batch; ``None`` gives ``1/n``.
+        b: ``(m,)`` or ``(..., m)`` column weights; ``None`` gives ``1/m``.
+        eps: Entropic regularisation (> 0), in cost units.
+        rho_a: KL weight relaxing the row marginal; ``None`` or ``inf`` keeps it exact.
+        rho_b: KL weight relaxing the column marginal; ``None`` or ``inf`` keeps it exact.
+        max_iter: Maximum number of iterations (one iteration updates ``f`` then ``g``).
+        tol: Stop once every problem's relative L1 column violation
+            ``|P^T 1 - b exp(-g / rho_b)|_1 / |b|_1`` is at most ``tol``; ``None`` runs exactly ``max_iter``.
+        domain: ``"log"`` (log-sum-exp, always stable), ``"kernel"`` (scaling updates, several times faster,
+            stable only when ``(C - f0 - g0) / eps`` spans a moderate range) or ``"auto"``: the kernel domain
+            when that range is safe for the dtype (:data:`otkit._iterations.KERNEL_SAFE_SPREAD`), else log.
+        grad: ``"unroll"`` backpropagates through every iteration (memory grows with ``n_iter``);
+            ``"implicit"`` differentiates the fixed point (:mod:`otkit._implicit`), with a backward whose
+            memory does not depend on the number of iterations. Both give gradients for ``cost``, ``a``, ``b``.
+        init: Warm start ``(f, g)`` in cost units, e.g. ``(res.f, res.g)`` of a nearby problem.
+        check_every: Iterations between convergence checks (each check reads one number on the host).
+
+    Returns:
+        A :class:`~otkit.result.SinkhornResult` with ``f``, ``g``, ``plan``, ``value``, ``n_iter``,
+        ``converged`` and ``marginal_error``.
+
+    Raises:
+        ValueError: on NaN/Inf costs or weights, negative or zero-mass marginals, unequal masses in a balanced
+            problem, shapes that do not match, ``eps <= 0`` or an empty dimension. The message names the
+            argument and the fix.
+
+    Example:
+        >>> import torch, otkit
+        >>> cost = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+        >>> res = otkit.sinkhorn(cost, eps=0.1)
+        >>> res.plan
+        tensor([[4.9998e-01, 2.2699e-05],
+                [2.2699e-05, 4.9998e-01]], dtype=torch.float64)
+
+    Convergence:
+        If a problem does not reach ``tol`` within ``max_iter`` iterations a :class:`ConvergenceWarning` is
+        issued and ``converged`` is ``False`` for it; the returned plan is still the last iterate, finite.
+        Usual causes: ``eps`` small compared with the cost scale (iterations needed grow like
+        ``range(C) / eps``: raise ``max_iter``, rescale the cost, or warm start from a larger ``eps``);
+        marginals with very uneven weights; a tolerance below the float32 noise floor (about 1e-7 times the
+        number of points; use float64 or a larger ``tol``). Under ``torch.compile`` the loop always runs
+        ``max_iter`` iterations without host synchronisation and the data-dependent input checks are skipped;
+        pass ``domain="log"`` or ``"kernel"`` there, since ``"auto"`` inspects the data.
+
+    Zero weights: entries with ``a_i = 0`` (or ``b_j = 0``) get empty plan rows (columns); their potentials are
+    still defined by the update formula. With ``grad="implicit"`` on problems larger than 256 on both sides,
+    gradients that reach the potentials of zero-weight points directly (not through the plan) are dropped.
+
+    References:
+        Cuturi (2013), Sinkhorn distances; Chizat, Peyre, Schmitzer, Vialard (2018), Scaling algorithms for
+        unbalanced optimal transport problems; Sejourne et al. (2019), Sinkhorn divergences for unbalanced OT.
+    """
+    check_cost(cost)
+    eps = check_positive_float(eps, "eps")
+    rho_a, rho_b = check_rho(rho_a, "rho_a"), check_rho(rho_b, "rho_b")
+    _check_options(max_iter, tol, domain, grad, check_every)
+    tol = None if tol is None else float(tol)
+
+    work = cost.to(compute_dtype(cost.dtype))
+    a = prepare_marginal(a, work.shape[:-1], work, "a", "n")
+    b = prepare_marginal(b, work.shape[:-2] + work.shape[-1:], work, "b", "m")
+    if rho_a is None and rho_b is None and not is_tracing():
+        _check_masses(a, b)
+    f_init, g_init = _prepare_init(init, work)
+    unbalanced = rho_a is not None or rho_b is not None
+
+    def run(kind: str, c: Tensor, wa: Tensor, wb: Tensor) -> Iterate:
+        return solve_iterations(kind, c, wa, wb, eps, rho_a, rho_b, f_init, g_init, max_iter, tol, check_every)
+
+    kind = domain
+    if domain == "auto":
+        f0, g0 = kernel_reference(work.detach(), f_init, g_init)
+        safe = kernel_domain_is_safe(work.detach(), eps, unbalanced, f0, g0, warm=f_init is not None)
+        kind = "kernel" if safe else "log"
+
+    def solve(kind: str) -> Iterate:
+        if grad == "implicit":
+            holder: list[Iterate] = []
+            f, g = ImplicitSinkhorn.apply(work, a, b, lambda c, wa, wb: run(kind, c, wa, wb), holder, eps, rho_a, rho_b)
+            return Iterate(f=f, g=g, n_iter=holder[0].n_iter, errors=holder[0].errors)
+        return run(kind, work, a, b)
+
+    iterate = solve(kind)
+    if not is_tracing() and not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
+        if domain == "auto" and kind == "kernel":
+            kind = "log"
+            iterate = solve(kind)
+        if not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
+            raise FloatingPointError(
+                f"Sinkhorn produced non-finite potentials in the {kind} domain (eps={eps}). "
+                + (
+                    "Use domain='log' or 'auto'."
+                    if kind == "kernel"
+                    else "Check the cost scale against eps and the marginal weights."
+                )
+            )
+    result = SinkhornResult(
+        f=iterate.f,
+        g=iterate.g,
+        cost=work,
+        a=a,
+        b=b,
+        eps=eps,
+        rho_a=rho_a,
+        rho_b=rho_b,
+        n_iter=iterate.n_iter,
+        errors=iterate.errors,
+        tol=tol,
+        domain=kind,
+    )
+    if tol is not None and not is_tracing():
+        failed = int((~result.converged).sum())
+        if failed:
+            warnings.warn(
+                f"Sinkhorn did not converge for {failed} of {result.converged.numel()} problem(s) in "
+                f"{max_iter} iterations (largest error {result.error.max().item():.3g} > tol={tol:g}). Raise "
+                "max_iter, increase eps, or loosen tol; see the Convergence section of otkit.sinkhorn.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+    return result

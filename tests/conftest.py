@@ -1,0 +1,38 @@
+"""Shared test fixtures: seeded RNG, the shared fixtures folder, float64 helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """The shared real-data fixtures (ADE20K sample, CLIP text embeddings); skips when absent."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+def random_problem(batch, n, m, dtype=torch.float64, zero_weights=False, seed=0):
+    """A cost (*batch, n, m) in [0, 1) and normalised positive marginals; optionally some zero weights."""
+    gen = torch.Generator().manual_seed(seed)
+    cost = torch.rand(*batch, n, m, generator=gen, dtype=dtype)
+    a = torch.rand(*batch, n, generator=gen, dtype=dtype) + 0.2
+    b = torch.rand(*batch, m, generator=gen, dtype=dtype) + 0.2
+    if zero_weights:
+        a[..., 0] = 0
+        b[..., -1] = 0
+    return cost, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
