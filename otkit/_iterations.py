@@ -117,16 +117,14 @@ def solve_log(
     return Iterate(f=fe * eps, g=ge * eps, n_iter=n_iter, errors=torch.stack(errors))
 
 
-def kernel_reference(cost: Tensor, f_init: Tensor | None, g_init: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Reference potentials ``(f0, g0)`` of the kernel domain: the warm start, or (row minima of C, 0)."""
+def kernel_reference(cost: Tensor, f_init: Tensor | None, g_init: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Reference potentials ``(f0, g0)`` of the kernel domain: the warm start, or (row minima of C, None = 0)."""
     if f_init is not None and g_init is not None:
         return f_init, g_init
-    f0 = cost.amin(-1)
-    g0 = torch.zeros(cost.shape[:-2] + cost.shape[-1:], dtype=cost.dtype, device=cost.device)
-    return f0, g0
+    return cost.amin(-1), None
 
 
-def kernel_domain_is_safe(cost: Tensor, eps: float, unbalanced: bool, f0: Tensor, g0: Tensor, warm: bool) -> bool:
+def kernel_domain_is_safe(cost: Tensor, eps: float, unbalanced: bool, f0: Tensor, g0: Tensor | None) -> bool:
     """Whether the scaling domain is free of overflow for this problem batch (one host synchronisation).
 
     Balanced: the spread of ``(C - f0 - g0) / eps`` must stay under :data:`KERNEL_SAFE_SPREAD` for the dtype.
@@ -134,28 +132,31 @@ def kernel_domain_is_safe(cost: Tensor, eps: float, unbalanced: bool, f0: Tensor
     must stay under it as well; a warm-started unbalanced problem always runs in the log domain.
     """
     limit = KERNEL_SAFE_SPREAD[cost.dtype]
-    if unbalanced and warm:
-        return False
-    if warm:
+    if g0 is not None:  # warm start
+        if unbalanced:
+            return False
         z = (cost - f0.unsqueeze(-1) - g0.unsqueeze(-2)) / eps
         spread = (z.amax((-2, -1)) - z.amin((-2, -1))).max()
     else:  # f0 = row minima, g0 = 0: the exponent spans each row's range
-        spread = (cost.amax(-1) - cost.amin(-1)).max() / eps
+        spread = (cost.amax(-1) - f0).max() / eps
     if unbalanced:
         spread = torch.maximum(spread, cost.abs().max() / eps)
     return bool(spread <= limit)
 
 
-def _kernel_matrix(cost: Tensor, f0: Tensor, g0: Tensor, eps: float, transposed: bool) -> Tensor:
-    """``K = exp((f0_i + g0_j - C_ij) / eps)`` stored longer axis last, built in place when autograd is off."""
-    if torch.is_grad_enabled() and cost.requires_grad:
-        log_k = (f0.unsqueeze(-1) + g0.unsqueeze(-2) - cost) / eps
-        return torch.exp(log_k.transpose(-1, -2) if transposed else log_k).contiguous()
+def _kernel_matrix(cost: Tensor, f0: Tensor, g0: Tensor | None, eps: float, transposed: bool) -> Tensor:
+    """``K = exp((f0_i + g0_j - C_ij) / eps)`` stored longer axis last; two passes when autograd is off."""
+    f0 = f0.unsqueeze(-2) if transposed else f0.unsqueeze(-1)
+    g0 = None if g0 is None else (g0.unsqueeze(-1) if transposed else g0.unsqueeze(-2))
     layout = cost.transpose(-1, -2) if transposed else cost  # (*batch, m, n) or (*batch, n, m)
-    kernel = layout.clone(memory_format=torch.contiguous_format)
-    f0, g0 = (f0.unsqueeze(-2), g0.unsqueeze(-1)) if transposed else (f0.unsqueeze(-1), g0.unsqueeze(-2))
-    kernel.sub_(f0).sub_(g0)
-    return kernel.div_(-eps).exp_()
+    if torch.is_grad_enabled() and cost.requires_grad:
+        log_k = (f0 - layout) if g0 is None else (f0 + g0 - layout)
+        return torch.exp(log_k / eps).contiguous()
+    kernel = torch.empty(layout.shape, dtype=cost.dtype, device=cost.device)
+    torch.sub(f0 / eps, layout, alpha=1 / eps, out=kernel)
+    if g0 is not None:
+        kernel.add_(g0 / eps)
+    return kernel.exp_()
 
 
 def solve_kernel(
@@ -166,12 +167,12 @@ def solve_kernel(
     rho_a: float | None,
     rho_b: float | None,
     f0: Tensor,
-    g0: Tensor,
+    g0: Tensor | None,
     max_iter: int,
     tol: float | None,
     check_every: int,
 ) -> Iterate:
-    """Scaling-domain Sinkhorn around reference potentials ``f0 (*batch, n)``, ``g0 (*batch, m)``.
+    """Scaling-domain Sinkhorn around reference potentials ``f0 (*batch, n)``, ``g0 (*batch, m)`` (None: 0).
 
     With ``K_ij = exp((f0_i + g0_j - C_ij) / eps)``, ``u = exp((f - f0) / eps)`` and ``v = exp((g - g0) / eps)``
     the updates read ``u = alpha / (K (b v))^lam_a`` and ``v = beta / (K^T (a u))^lam_b``, where
@@ -182,8 +183,9 @@ def solve_kernel(
     lam_a, lam_b = _lam(rho_a, eps), _lam(rho_b, eps)
     transposed = m < n
     kernel = _kernel_matrix(cost, f0, g0, eps, transposed)
-    alpha = None if rho_a is None else torch.exp(-f0 / (rho_a + eps))
-    beta = None if rho_b is None else torch.exp(-g0 / (rho_b + eps))
+    # log alpha, log beta: offsets of the unbalanced updates (None on a balanced side or a zero reference)
+    log_alpha = None if rho_a is None else -f0 / (rho_a + eps)
+    log_beta = None if (rho_b is None or g0 is None) else -g0 / (rho_b + eps)
 
     def rows(w: Tensor) -> Tensor:  # (K w)_i = sum_j K_ij w_j, w (*batch, m) -> (*batch, n)
         if transposed:
@@ -195,30 +197,43 @@ def solve_kernel(
             return torch.linalg.vecdot(kernel, w.unsqueeze(-2), dim=-1)
         return (w.unsqueeze(-2) @ kernel).squeeze(-2)
 
-    def scale(s: Tensor, lam: float, offset: Tensor | None) -> Tensor:
-        return s.reciprocal() if offset is None else offset * s.pow(-lam)
+    def log_scaling(s: Tensor, lam: float, log_offset: Tensor | None) -> Tensor:  # log u = log alpha - lam log s
+        log_s = torch.log(s)
+        return -lam * log_s if log_offset is None else log_offset - lam * log_s
 
-    v = torch.ones_like(b)
-    u = torch.ones_like(a)
+    # The loop carries the weighted scalings a*u and b*v (one fused op per balanced update).
+    a_alpha = a if log_alpha is None else a * torch.exp(log_alpha)
+    b_beta = b if log_beta is None else b * torch.exp(log_beta)
+
+    def weighted(s: Tensor, lam: float, weights: Tensor) -> Tensor:
+        return weights / s if lam == 1.0 else weights * s.pow(-lam)
+
+    bv = b  # v = 1 at the start: g = g0
+    ktu = None
     errors = []
     n_iter = max_iter
     for it in range(max_iter):
-        u = scale(rows(b * v), lam_a, alpha)
-        ktu = cols(a * u)
+        kbv = rows(bv)
+        au = weighted(kbv, lam_a, a_alpha)
+        ktu_prev, ktu = ktu, cols(au)
         check = _is_check(it, max_iter, tol, check_every)
         if check:
             with torch.no_grad():
-                col = b * v * ktu
                 target = b
                 if rho_b is not None:
-                    target = b * torch.exp(-g0 / rho_b) * v.pow(-eps / rho_b)
-                errors.append(_column_error(col, b, target))
-        v = scale(ktu, lam_b, beta)
+                    g = torch.zeros_like(b) if g0 is None else g0
+                    if ktu_prev is not None:
+                        g = g + eps * log_scaling(ktu_prev, lam_b, log_beta)
+                    target = b * torch.exp(-g / rho_b)
+                errors.append(_column_error(bv * ktu, b, target))
+        bv = weighted(ktu, lam_b, b_beta)
         if check and _should_stop(errors[-1], tol):
             n_iter = it + 1
             break
-    f = f0 + eps * torch.log(u)
-    g = g0 + eps * torch.log(v)
+    f = f0 + eps * log_scaling(kbv, lam_a, log_alpha)
+    g = eps * log_scaling(ktu, lam_b, log_beta)
+    if g0 is not None:
+        g = g + g0
     return Iterate(f=f, g=g, n_iter=n_iter, errors=torch.stack(errors))
 
 
@@ -248,7 +263,11 @@ def solve(
     tol: float | None,
     check_every: int,
 ) -> Iterate:
-    """Run the ``kind`` (``"log"`` or ``"kernel"``) loop over a batch ``(*batch, n, m)``, cache-blocked on CPUs."""
+    """Run the ``kind`` (``"log"`` or ``"kernel"``) loop over a batch ``(*batch, n, m)``, cache-blocked on CPUs.
+
+    ``f_init``/``g_init`` are the warm start of the log domain (only ``g`` is used) and the reference potentials
+    of the kernel domain (``f_init`` required there, see :func:`kernel_reference`).
+    """
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
     flat = (cost.reshape(-1, n, m), a.reshape(-1, n), b.reshape(-1, m))
     inits = (
@@ -266,8 +285,7 @@ def solve(
         if kind == "log":
             parts.append(solve_log(c, wa, wb, eps, rho_a, rho_b, gi, max_iter, tol, check_every))
         else:
-            f0, g0 = kernel_reference(c.detach(), fi, gi)
-            parts.append(solve_kernel(c, wa, wb, eps, rho_a, rho_b, f0, g0, max_iter, tol, check_every))
+            parts.append(solve_kernel(c, wa, wb, eps, rho_a, rho_b, fi, gi, max_iter, tol, check_every))
     if len(parts) == 1:
         f, g, errors = parts[0].f, parts[0].g, parts[0].errors
     else:

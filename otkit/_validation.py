@@ -72,7 +72,8 @@ def check_cost(cost: Tensor, name: str = "cost") -> None:
             f"{name} has an empty dimension, shape {tuple(cost.shape)}: every problem needs n >= 1 and m >= 1 "
             "points and every batch dim must be >= 1."
         )
-    if not is_tracing() and not bool(torch.isfinite(cost).all()):
+    # one reduction pass: a NaN or Inf anywhere makes the sum non-finite; only then (or on overflow) look closer
+    if not is_tracing() and not bool(torch.isfinite(cost.sum())) and not bool(torch.isfinite(cost).all()):
         bad = "NaN" if bool(torch.isnan(cost).any()) else "Inf"
         raise ValueError(
             f"{name} contains {bad} values. Sinkhorn needs finite costs: replace them (for example with a large "

@@ -157,7 +157,7 @@ def sinkhorn(
         marginals with very uneven weights; a tolerance below the float32 noise floor (about 1e-7 times the
         number of points; use float64 or a larger ``tol``). Under ``torch.compile`` the loop always runs
         ``max_iter`` iterations without host synchronisation and the data-dependent input checks are skipped;
-        pass ``domain="log"`` or ``"kernel"`` there, since ``"auto"`` inspects the data.
+        ``domain="auto"`` then means ``"log"``, since choosing the kernel domain reads the data.
 
     Zero weights: entries with ``a_i = 0`` (or ``b_j = 0``) get empty plan rows (columns); their potentials are
     still defined by the update formula. With ``grad="implicit"`` on problems larger than 256 on both sides,
@@ -181,13 +181,19 @@ def sinkhorn(
     f_init, g_init = _prepare_init(init, work)
     unbalanced = rho_a is not None or rho_b is not None
 
+    f_ref = g_ref = None  # kernel-domain reference potentials, computed once for the whole batch
+    if domain != "log" and not (domain == "auto" and is_tracing()):
+        f_ref, g_ref = kernel_reference(work.detach(), f_init, g_init)
+
     def run(kind: str, c: Tensor, wa: Tensor, wb: Tensor) -> Iterate:
-        return solve_iterations(kind, c, wa, wb, eps, rho_a, rho_b, f_init, g_init, max_iter, tol, check_every)
+        fi, gi = (f_init, g_init) if kind == "log" else (f_ref, g_ref)
+        return solve_iterations(kind, c, wa, wb, eps, rho_a, rho_b, fi, gi, max_iter, tol, check_every)
 
     kind = domain
-    if domain == "auto":
-        f0, g0 = kernel_reference(work.detach(), f_init, g_init)
-        safe = kernel_domain_is_safe(work.detach(), eps, unbalanced, f0, g0, warm=f_init is not None)
+    if domain == "auto" and is_tracing():
+        kind = "log"  # the safety check reads the data; a traced graph takes the always-stable domain
+    elif domain == "auto":
+        safe = kernel_domain_is_safe(work.detach(), eps, unbalanced, f_ref, g_ref)
         kind = "kernel" if safe else "log"
 
     def solve(kind: str) -> Iterate:

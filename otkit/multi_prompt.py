@@ -1,0 +1,117 @@
+"""Multi-prompt transport: every pixel's mass spread over the N prompts of each class by entropic OT."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from otkit.result import SinkhornResult
+from otkit.sinkhorn import Domain, GradMode, sinkhorn
+
+__all__ = ["MultiPromptTransport", "multi_prompt_transport"]
+
+
+class MultiPromptTransport(NamedTuple):
+    """Output of :func:`multi_prompt_transport`.
+
+    Attributes:
+        plan: ``(B, K, M, N)`` transport plan of each (image, class) problem; sums to the total mass (1 by default).
+        score: ``(B, K, M)`` score map ``sum_n M * N * plan * similarity``.
+        similarity: ``(B, K, M, N)`` cosine similarity between pixels and prompts.
+        result: The underlying :class:`~otkit.result.SinkhornResult` over the ``(B, K)`` batch.
+    """
+
+    plan: Tensor
+    score: Tensor
+    similarity: Tensor
+    result: SinkhornResult
+
+
+def _check_features(pixels: Tensor, prompts: Tensor) -> None:
+    if pixels.dim() != 3:
+        raise ValueError(f"pixels must be (B, M, C), got shape {tuple(pixels.shape)}.")
+    if prompts.dim() not in (3, 4):
+        raise ValueError(f"prompts must be (K, N, C) or (B, K, N, C), got shape {tuple(prompts.shape)}.")
+    if prompts.shape[-1] != pixels.shape[-1]:
+        raise ValueError(
+            f"pixels and prompts must share the channel dim C, got {pixels.shape[-1]} and {prompts.shape[-1]}."
+        )
+    if prompts.dim() == 4 and prompts.shape[0] != pixels.shape[0]:
+        raise ValueError(
+            f"prompts (B, K, N, C) must have the batch size of pixels, got {prompts.shape[0]} and {pixels.shape[0]}."
+        )
+
+
+def multi_prompt_transport(
+    pixels: Tensor,
+    prompts: Tensor,
+    eps: float = 0.05,
+    *,
+    pixel_weights: Tensor | None = None,
+    prompt_weights: Tensor | None = None,
+    rho_pixels: float | None = None,
+    rho_prompts: float | None = None,
+    max_iter: int = 100,
+    tol: float | None = 1e-6,
+    domain: Domain = "auto",
+    grad: GradMode = "unroll",
+) -> MultiPromptTransport:
+    r"""Transport the pixels of each image onto the prompts of each class (OTSeg's multi-prompt Sinkhorn).
+
+    For image ``b`` and class ``k`` the cost is ``C[m, n] = 1 - cos(pixel_m, prompt_kn)`` and the plan ``T``
+    solves the entropic problem with marginals ``1/M`` over pixels and ``1/N`` over prompts (or the given
+    weights), so each prompt claims an equal share of the image. The score map
+
+    .. math:: S_{bkm} = \sum_n M N \, T_{bkmn} \, \mathrm{sim}_{bkmn}
+
+    is a similarity weighted by how much of pixel ``m`` each prompt took (``M N T`` is 1 for a uniform plan).
+    All ``B * K`` problems are solved as one batch.
+
+    Args:
+        pixels: ``(B, M, C)`` pixel embeddings (normalised here).
+        prompts: ``(K, N, C)`` shared, or ``(B, K, N, C)`` per-image prompt embeddings (normalised here).
+        eps: Entropic regularisation (OTSeg: 0.05).
+        pixel_weights: ``(M,)``, ``(B, M)`` or ``(B, K, M)`` weights over pixels; ``None``: uniform.
+        prompt_weights: ``(N,)``, ``(K, N)`` or ``(B, K, N)`` weights over prompts; ``None``: uniform.
+        rho_pixels: KL relaxation of the pixel marginal (``None``: exact).
+        rho_prompts: KL relaxation of the prompt marginal (``None``: exact).
+        max_iter: Iteration cap (OTSeg: 100).
+        tol: Stopping tolerance, see :func:`otkit.sinkhorn`.
+        domain: Iteration domain, see :func:`otkit.sinkhorn`.
+        grad: ``"unroll"`` or ``"implicit"``, see :func:`otkit.sinkhorn`.
+
+    Returns:
+        :class:`MultiPromptTransport` with ``plan (B, K, M, N)``, ``score (B, K, M)``, ``similarity``, ``result``.
+    """
+    _check_features(pixels, prompts)
+    batch, n_pix, _ = pixels.shape
+    n_cls, n_prompt = prompts.shape[-3:-1]
+    pix = F.normalize(pixels, dim=-1)
+    txt = F.normalize(prompts, dim=-1)
+    # Built as (B, K, N, M) so that the pixel axis, the long one, is contiguous (the solver's preferred layout).
+    if txt.dim() == 3:
+        sim_t = (txt.reshape(n_cls * n_prompt, -1) @ pix.transpose(1, 2)).view(batch, n_cls, n_prompt, n_pix)
+    else:
+        sim_t = txt.reshape(batch, n_cls * n_prompt, -1) @ pix.transpose(1, 2)
+        sim_t = sim_t.view(batch, n_cls, n_prompt, n_pix)
+    similarity = sim_t.transpose(-1, -2)  # (B, K, M, N)
+    if pixel_weights is not None and pixel_weights.dim() == 2:
+        pixel_weights = pixel_weights.unsqueeze(1)  # (B, M) -> (B, 1, M)
+    res = sinkhorn(
+        1 - similarity,
+        pixel_weights,
+        prompt_weights,
+        eps,
+        rho_a=rho_pixels,
+        rho_b=rho_prompts,
+        max_iter=max_iter,
+        tol=tol,
+        domain=domain,
+        grad=grad,
+    )
+    plan = res.plan
+    score = (plan * similarity).sum(-1) * (n_pix * n_prompt)
+    return MultiPromptTransport(plan=plan, score=score, similarity=similarity, result=res)
