@@ -7,7 +7,7 @@ import torch
 
 from cli.common import console, print_table, write_json
 
-SUITES = ("sinkhorn", "memory")
+SUITES = ("sinkhorn", "memory", "operators")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +54,15 @@ def bench(suites: tuple[str, ...], device: str, quick: bool, repeat: int, out: s
             "Sinkhorn backward memory at 100 iterations (multiples of the cost matrix)",
             ["problem", "mode", "step peak", "backward peak"],
             [[r.problem, r.mode, r.extra["peak_x_cost"], r.extra["backward_x_cost"]] for r in mem],
+        )
+    if "operators" in chosen:
+        with console.status("Operators: multi-prompt transport and Sinkhorn attention..."):
+            ops = benchmarks.operators_suite(device, repeat=repeat, quick=quick)
+        rows += ops
+        print_table(
+            "Operators (ratio = paper loop time / method time)",
+            ["problem", "method", "ms", "ratio"],
+            [[f"{r.suite}: {r.problem}", r.method, r.ms, r.ratio] for r in ops],
         )
     if out:
         path = write_json(out, {"environment": benchmarks.environment(device), "rows": benchmarks.rows_as_dicts(rows)})

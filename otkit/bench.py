@@ -15,12 +15,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from otkit.attention import sinkhorn_attention
+from otkit.multi_prompt import multi_prompt_transport
 from otkit.profiling import PeakMemory, time_call
 from otkit.sinkhorn import sinkhorn
 
-__all__ = ["BenchRow", "environment", "paper_loop_sinkhorn", "sinkhorn_memory_suite", "sinkhorn_suite"]
+__all__ = [
+    "BenchRow",
+    "environment",
+    "operators_suite",
+    "paper_loop_sinkhorn",
+    "rows_as_dicts",
+    "sinkhorn_memory_suite",
+    "sinkhorn_suite",
+]
 
 SHAPES = ((80, 1024, 6), (684, 1024, 8))
 QUICK_SHAPES = ((80, 1024, 6),)
@@ -218,6 +229,65 @@ def sinkhorn_memory_suite(
         rows.append(
             BenchRow("sinkhorn-memory", "x".join(map(str, shape)), f"grad={grad}", "otkit", None, None, "", extra)
         )
+    return rows
+
+
+MPS_SHAPES = ((4, 20, 1024, 6), (4, 171, 1024, 8))  # (B, K, M, N)
+
+
+def _paper_mps(pixels: Tensor, prompts: Tensor, max_iter: int, thresh: float) -> Tensor:
+    """OTSeg's MPS score map computed with the paper's loop: ``(B, M, C), (K, N, C) -> (B, K, M)``."""
+    batch, n_pix, _ = pixels.shape
+    n_cls, n_prompt, _ = prompts.shape
+    sim = torch.einsum("bmc,knc->bkmn", F.normalize(pixels, dim=-1), F.normalize(prompts, dim=-1))
+    plan = paper_loop_sinkhorn((1 - sim).reshape(batch * n_cls, n_pix, n_prompt), 0.05, max_iter, thresh)
+    return (plan.view_as(sim) * sim).sum(-1) * (n_pix * n_prompt)
+
+
+def _paper_attention(q: Tensor, k: Tensor, v: Tensor, n_iter: int) -> Tensor:
+    """Sinkhorn attention through the paper's loop (``n_iter`` full iterations), rows rescaled to sum to 1."""
+    cost = -(q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    plan = paper_loop_sinkhorn(cost.flatten(0, 1), 1.0, n_iter, 0.0).view_as(cost)
+    return (plan * q.shape[-2]) @ v
+
+
+def operators_suite(device: str = "cpu", repeat: int = 5, quick: bool = False) -> list[BenchRow]:
+    """Multi-prompt transport and Sinkhorn attention against the paper's loop and softmax attention.
+
+    MPS: ``B=4``, ``K in {20, 171}``, ``M=1024``, ``N in {6, 8}``, ``C=512``, eps 0.05, each method to its own
+    stopping rule (100 iterations at most). Attention: ``B=2``, 8 heads, ``L=1024``, ``d=64``, 3 and 20 iterations,
+    with PyTorch's softmax attention for scale. Ratios: paper loop time / method time.
+    """
+    rows: list[BenchRow] = []
+    gen = torch.Generator().manual_seed(0)
+    for batch, n_cls, n_pix, n_prompt in MPS_SHAPES[:1] if quick else MPS_SHAPES:
+        pixels = torch.randn(batch, n_pix, 512, generator=gen).to(device)
+        prompts = torch.randn(n_cls, n_prompt, 512, generator=gen).to(device)
+        label = f"B{batch} K{n_cls} M{n_pix} N{n_prompt}"
+        times = {
+            "otkit.multi_prompt_transport": time_call(
+                lambda p=pixels, t=prompts: multi_prompt_transport(p, t).score, repeat=repeat, device=device
+            ),
+            "paper_loop": time_call(
+                lambda p=pixels, t=prompts: _paper_mps(p, t, 100, 1e-6), repeat=repeat, device=device
+            ),
+        }
+        ref = times["paper_loop"]
+        for name, ms in times.items():
+            rows.append(BenchRow("mps", label, "to tol", name, ms, ref / ms, "paper_loop"))
+    q, k, v = (torch.randn(2, 8, 1024, 64, generator=gen).to(device) for _ in range(3))
+    for n_iter in (3,) if quick else (3, 20):
+        label = f"B2 H8 L1024 d64, {n_iter} it"
+        times = {
+            "otkit.sinkhorn_attention": time_call(
+                lambda it=n_iter: sinkhorn_attention(q, k, v, n_iter=it), repeat=repeat, device=device
+            ),
+            "paper_loop": time_call(lambda it=n_iter: _paper_attention(q, k, v, it), repeat=repeat, device=device),
+            "softmax (sdpa)": time_call(lambda: F.scaled_dot_product_attention(q, k, v), repeat=repeat, device=device),
+        }
+        ref = times["paper_loop"]
+        for name, ms in times.items():
+            rows.append(BenchRow("attention", label, f"n_iter={n_iter}", name, ms, ref / ms, "paper_loop"))
     return rows
 
 

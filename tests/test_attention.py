@@ -1,0 +1,119 @@
+"""Sinkhorn attention: softmax identity, double stochasticity, masks, modules, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import otkit
+
+
+def _qkv(batch=2, heads=3, lq=7, lk=9, dim=8, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(batch, heads, length, dim, generator=gen, dtype=dtype) for length in (lq, lk, lk))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_iteration_is_softmax_attention(dtype):
+    q, k, v = _qkv(dtype=dtype)
+    out = otkit.sinkhorn_attention(q, k, v, n_iter=1)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-6)
+
+
+def test_converged_attention_is_doubly_stochastic():
+    q, k, v = _qkv()
+    _, weights = otkit.sinkhorn_attention(q, k, v, n_iter=500, return_weights=True)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 7, dtype=torch.float64))
+    torch.testing.assert_close(weights.sum(-2), torch.full((2, 3, 9), 7 / 9, dtype=torch.float64))
+
+
+def test_cosine_cost_and_temperature():
+    q, k, v = _qkv()
+    _, weights = otkit.sinkhorn_attention(q, k, v, n_iter=1, cost="cosine", eps=0.1, return_weights=True)
+    cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+    torch.testing.assert_close(weights, torch.softmax(cos / 0.1, dim=-1))
+
+
+def test_padded_keys_get_no_weight_and_do_not_change_real_outputs():
+    q, k, v = _qkv(lk=6)
+    ref = otkit.sinkhorn_attention(q, k, v, n_iter=20)
+    pad = torch.randn(2, 3, 4, 8, dtype=torch.float64) * 5
+    k_pad, v_pad = torch.cat([k, pad], dim=2), torch.cat([v, pad], dim=2)
+    mask = torch.zeros(2, 1, 10, dtype=torch.bool)
+    mask[..., 6:] = True
+    out, weights = otkit.sinkhorn_attention(q, k_pad, v_pad, n_iter=20, key_padding_mask=mask, return_weights=True)
+    assert bool((weights[..., 6:] == 0).all())
+    torch.testing.assert_close(out, ref)
+
+
+def test_self_attention_module_ignores_padding():
+    torch.manual_seed(0)
+    attn = otkit.SinkhornAttention(16, 4, n_iter=10).double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    ref, _ = attn(x, x, x)
+    padded = torch.cat([x, torch.randn(2, 3, 16, dtype=torch.float64)], dim=1)
+    mask = torch.zeros(2, 8, dtype=torch.bool)
+    mask[:, 5:] = True
+    out, weights = attn(padded, padded, padded, key_padding_mask=mask)
+    torch.testing.assert_close(out[:, :5], ref)
+    assert bool((weights[:, :, 5:] == 0).all())
+    # padded queries are left out of the column marginals: real columns keep their mass
+    _, full = attn(padded, padded, padded, key_padding_mask=mask, average_attn_weights=False)
+    torch.testing.assert_close(
+        full[:, :, :5, :5].sum(-2), torch.ones(2, 4, 5, dtype=torch.float64), rtol=1e-3, atol=1e-3
+    )
+
+
+def test_module_loads_multihead_attention_weights_and_matches_it_at_one_iteration():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    attn = otkit.SinkhornAttention(16, 4, n_iter=1).eval()
+    attn.load_state_dict(mha.state_dict())
+    x, y = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    ref, ref_w = mha(x, y, y)
+    out, w = attn(x, y, y)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w, ref_w, rtol=1e-5, atol=1e-6)
+
+
+def test_module_errors():
+    with pytest.raises(ValueError, match="divisible"):
+        otkit.SinkhornAttention(10, 3)
+    attn = otkit.SinkhornAttention(8, 2)
+    x = torch.randn(1, 3, 8)
+    with pytest.raises(ValueError, match="attn_mask"):
+        attn(x, x, x, attn_mask=torch.zeros(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="every position"):
+        attn(x, x, x, key_padding_mask=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="n_iter"):
+        otkit.sinkhorn_attention(x, x, x, n_iter=0)
+
+
+@pytest.mark.parametrize("grad", ["unroll", "implicit"])
+def test_gradcheck_sinkhorn_attention_module(grad):
+    torch.manual_seed(0)
+    attn = otkit.SinkhornAttention(8, 2, n_iter=4, grad=grad).double().eval()
+    x = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: attn(t, t, t)[0], (x,))
+
+
+@pytest.mark.parametrize("grad", ["unroll", "implicit"])
+def test_gradcheck_mpsa_module(grad):
+    torch.manual_seed(0)
+    mpsa = otkit.MultiPromptSinkhornAttention(8, eps=0.5, max_iter=3000, tol=1e-13, grad=grad).double().eval()
+    queries = torch.randn(1, 2, 3, 8, dtype=torch.float64, requires_grad=True)
+    pixels = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda qq, pp: torch.cat([t.flatten() for t in mpsa(qq, pp)]), (queries, pixels))
+
+
+def test_mpsa_output_is_plan_times_values():
+    torch.manual_seed(0)
+    mpsa = otkit.MultiPromptSinkhornAttention(16).double().eval()
+    queries, pixels = torch.randn(2, 3, 4, 16, dtype=torch.float64), torch.randn(2, 30, 16, dtype=torch.float64)
+    out, logits = mpsa(queries, pixels)
+    transport = otkit.multi_prompt_transport(mpsa.k(pixels), mpsa.q(queries))
+    expected = torch.einsum("bkmn,bmc->bknc", transport.plan, mpsa.v(pixels))
+    torch.testing.assert_close(out, mpsa.proj(expected))
+    torch.testing.assert_close(logits, transport.score)
+    assert out.shape == (2, 3, 4, 16) and logits.shape == (2, 3, 30)
