@@ -1,0 +1,215 @@
+"""Model files: our self-describing safetensors checkpoints, and the paper's mmsegmentation checkpoints.
+
+Our format: one ``.safetensors`` file whose metadata holds the model config as JSON (``otseg_config``) plus
+free-form JSON metadata (``otseg_meta``: class names, split, training step...). By default it stores every
+weight, CLIP included, so it loads without the CLIP file; ``trainable_only=True`` stores only the trained
+weights (prompts and head) and loading then needs the CLIP weights.
+
+The paper's released checkpoints (``iter_*.pth``: mmcv ``{"meta", "state_dict", "optimizer"}``) load through an
+explicit key map, :data:`PAPER_KEY_MAP`; every source key must be consumed (or be one of the documented unused
+ones) and every shape must match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from otseg.clip import read_state_dict
+from otseg.config import ModelConfig
+from otseg.modeling.otseg import OTSeg
+
+__all__ = [
+    "PAPER_IGNORED_KEYS",
+    "PAPER_KEY_MAP",
+    "CheckpointError",
+    "load_model",
+    "load_paper_checkpoint",
+    "map_paper_state_dict",
+    "read_model_metadata",
+    "save_model",
+]
+
+FORMAT = "otseg/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model or is not a checkpoint at all."""
+
+
+def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def save_model(
+    model: OTSeg,
+    path: str | Path,
+    *,
+    trainable_only: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` (``.safetensors``) atomically (temporary file, then rename).
+
+    Args:
+        model: A model built by :func:`otseg.build.build_otseg` (it carries its ``config``).
+        path: Output file.
+        trainable_only: Store only parameters that require grad (prompts and head).
+        meta: JSON-serialisable metadata (class names, split, step, metrics...).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"model files are .safetensors, got {path.name}.")
+    state = model.state_dict()
+    if trainable_only:
+        keep = {name for name, p in model.named_parameters() if p.requires_grad}
+        state = {k: v for k, v in state.items() if k in keep}
+    metadata = {
+        "format": FORMAT,
+        "otseg_config": json.dumps(model.config.to_dict()),
+        "otseg_meta": json.dumps(meta or {}),
+        "trainable_only": json.dumps(trainable_only),
+    }
+    _atomic_save_safetensors(state, path, metadata)
+    return path
+
+
+def read_model_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any], bool]:
+    """``(config, meta, trainable_only)`` of one of our model files, without reading the tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} not found.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an otseg model file (no '{FORMAT}' metadata). For the paper's .pth checkpoints use "
+            "load_paper_checkpoint / `otseg eval --paper-checkpoint`."
+        )
+    config = ModelConfig.from_dict(json.loads(metadata["otseg_config"]))
+    return config, json.loads(metadata.get("otseg_meta", "{}")), json.loads(metadata.get("trainable_only", "false"))
+
+
+def _load_strict(model: OTSeg, state: dict[str, Tensor], source: str, partial: bool) -> None:
+    target = model.state_dict()
+    unexpected = sorted(set(state) - set(target))
+    wrong = [k for k in state if k in target and state[k].shape != target[k].shape]
+    missing = [] if partial else sorted(set(target) - set(state))
+    if unexpected or wrong or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys, e.g. {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[:5]}")
+        if wrong:
+            parts.append(
+                "shape mismatch: "
+                + ", ".join(f"{k} file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}" for k in wrong[:5])
+            )
+        raise CheckpointError(
+            f"{source} does not fit this model ({'; '.join(parts)}). Was it saved for another config?"
+        )
+    model.load_state_dict(state, strict=not partial)
+
+
+def load_model(
+    path: str | Path,
+    *,
+    clip_weights: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[OTSeg, dict[str, Any]]:
+    """Rebuild a model from one of our files (architecture from the file's config) and its metadata.
+
+    Args:
+        path: A file written by :func:`save_model`.
+        clip_weights: CLIP weights, required when the file holds only the trained weights.
+        cache_dir: Class-embedding cache folder.
+        device: Where to put the model.
+    """
+    from otseg.build import build_otseg
+
+    config, meta, trainable_only = read_model_metadata(path)
+    if trainable_only and clip_weights is None:
+        raise CheckpointError(f"{path} holds only the trained weights; pass the CLIP weights it was trained on.")
+    import warnings
+
+    from otseg.build import RandomWeightsWarning
+
+    with warnings.catch_warnings():
+        if not trainable_only:
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # every weight comes from the file
+        model = build_otseg(config, clip_weights=clip_weights, cache_dir=cache_dir)
+    _load_strict(model, read_state_dict(path), str(path), partial=trainable_only)
+    return model.to(device), meta
+
+
+# --- the paper's checkpoints ----------------------------------------------------------------------------------
+
+# (regex on the source key, replacement) applied in order; the first match wins.
+PAPER_KEY_MAP: tuple[tuple[str, str], ...] = (
+    (r"^backbone\.", "image_encoder."),
+    (r"^decode_head\.q_proj\.", "head.descriptor.q_proj."),
+    (r"^decode_head\.decoder_1\.layers\.(\d+)\.", r"head.decoder.layers.\1."),
+    (r"^text_encoder\.", "text_encoder."),
+)
+
+# Keys the public code saves but never uses in a forward pass: the stock self-attention and first norm of each
+# torch TransformerDecoderLayer (OTSeg removes query self-attention), and the loss's class-weight buffer.
+PAPER_IGNORED_KEYS: tuple[str, ...] = (
+    r"^decode_head\.decoder_1\.layers\.\d+\.self_attn\.",
+    r"^decode_head\.decoder_1\.layers\.\d+\.norm1\.",
+    r"^decode_head\.loss_decode\.",
+)
+
+
+def map_paper_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str], list[str]]:
+    """Rename a paper state dict to our keys: ``(mapped, ignored_keys, unknown_keys)``."""
+    mapped, ignored, unknown = {}, [], []
+    for key, value in state.items():
+        if any(re.match(p, key) for p in PAPER_IGNORED_KEYS):
+            ignored.append(key)
+            continue
+        for pattern, repl in PAPER_KEY_MAP:
+            if re.match(pattern, key):
+                mapped[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            unknown.append(key)
+    return mapped, ignored, unknown
+
+
+def load_paper_checkpoint(model: OTSeg, path: str | Path) -> dict[str, Any]:
+    """Load one of the paper's released checkpoints into ``model`` (built with the matching config).
+
+    Reads with ``torch.load(weights_only=True)``: no pickled code runs. Every key is either mapped (and must fit
+    the model's shape) or one of :data:`PAPER_IGNORED_KEYS`; every model weight must be provided.
+
+    Returns:
+        A report: ``{"loaded": n, "ignored": [...]}``.
+    """
+    state = read_state_dict(path)
+    mapped, ignored, unknown = map_paper_state_dict(state)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: {len(unknown)} keys have no counterpart in this implementation, e.g. {unknown[:5]}. Is this an "
+            "OTSeg (ViT) checkpoint?"
+        )
+    _load_strict(model, mapped, str(path), partial=False)
+    return {"loaded": len(mapped), "ignored": ignored}

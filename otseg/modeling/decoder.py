@@ -1,0 +1,91 @@
+"""The MPSA decoder: post-norm transformer layers whose cross-attention is a multi-prompt Sinkhorn plan."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from otkit import MultiPromptSinkhornAttention
+from otkit.sinkhorn import GradMode
+
+__all__ = ["MPSADecoder", "MPSADecoderLayer", "combine_layer_maps"]
+
+
+class MPSADecoderLayer(nn.Module):
+    """One decoder layer: MPSA + residual + LayerNorm, then FFN + residual + LayerNorm (post-norm, ReLU).
+
+    No self-attention among the queries. Submodule names follow OTSeg's checkpoints: ``multihead_attn``
+    (``q``, ``k``, ``v``, ``proj``), ``linear1``, ``linear2``, ``norm2``, ``norm3``.
+
+    Args:
+        dim: Width C.
+        ffn_dim: Hidden width of the feed-forward block.
+        dropout: Dropout on the plan, after attention, inside and after the FFN.
+        eps: Sinkhorn regularisation.
+        max_iter: Sinkhorn iteration cap.
+        tol: Sinkhorn tolerance.
+        grad: Sinkhorn gradient mode.
+    """
+
+    def __init__(
+        self,
+        dim: int = 512,
+        ffn_dim: int = 2048,
+        dropout: float = 0.1,
+        *,
+        eps: float = 0.05,
+        max_iter: int = 100,
+        tol: float | None = 1e-6,
+        grad: GradMode = "unroll",
+    ) -> None:
+        super().__init__()
+        self.multihead_attn = MultiPromptSinkhornAttention(
+            dim, eps=eps, max_iter=max_iter, tol=tol, attn_drop=dropout, grad=grad
+        )
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, queries: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """Update ``queries (B, K, N, C)`` from ``pixels (B, M, C)``; also return mask logits ``(B, K, M)``."""
+        attended, logits = self.multihead_attn(queries, pixels)
+        x = self.norm2(queries + self.dropout2(attended))
+        x = self.norm3(x + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+        return x, logits
+
+
+def combine_layer_maps(maps: list[Tensor]) -> Tensor:
+    """Decoder output ``A_L * prod_{l<L} sigmoid(A_l) ** (1 / (L - 1))`` from per-layer logits ``(B, K, ...)``."""
+    out = maps[-1]
+    if len(maps) > 1:
+        gate = torch.stack([torch.sigmoid(m) for m in maps[:-1]]).prod(0) ** (1.0 / (len(maps) - 1))
+        out = out * gate
+    return out
+
+
+class MPSADecoder(nn.Module):
+    """A stack of :class:`MPSADecoderLayer` (3 in OTSeg); keeps every layer's mask logits.
+
+    Args:
+        num_layers: Layers L.
+        **layer_kwargs: Passed to each :class:`MPSADecoderLayer`.
+    """
+
+    def __init__(self, num_layers: int = 3, **layer_kwargs: object) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
+        self.layers = nn.ModuleList([MPSADecoderLayer(**layer_kwargs) for _ in range(num_layers)])
+
+    def forward(self, queries: Tensor, pixels: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Run all layers: final queries ``(B, K, N, C)`` and per-layer logits, each ``(B, K, M)``."""
+        maps = []
+        for layer in self.layers:
+            queries, logits = layer(queries, pixels)
+            maps.append(logits)
+        return queries, maps
