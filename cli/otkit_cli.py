@@ -7,7 +7,7 @@ import torch
 
 from cli.common import console, print_table, write_json
 
-SUITES = ("sinkhorn", "memory", "operators")
+SUITES = ("sinkhorn", "memory", "operators", "model")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,6 +63,17 @@ def bench(suites: tuple[str, ...], device: str, quick: bool, repeat: int, out: s
             "Operators (ratio = paper loop time / method time)",
             ["problem", "method", "ms", "ratio"],
             [[f"{r.suite}: {r.problem}", r.method, r.ms, r.ratio] for r in ops],
+        )
+    if "model" in chosen:
+        from otseg.benchmark import model_suite
+
+        with console.status("OTSeg ViT-B/16 forward at 512x512..."):
+            model_rows = model_suite(device, batch_sizes=(1,) if quick else (1, 4), repeat=1 if quick else 3)
+        rows += model_rows
+        print_table(
+            "OTSeg end to end, one forward at 512x512 (random weights)",
+            ["problem", "ms", "Sinkhorn share", "peak MB"],
+            [[r.problem, r.ms, r.extra["sinkhorn_share"], r.extra["peak_memory_mb"]] for r in model_rows],
         )
     if out:
         path = write_json(out, {"environment": benchmarks.environment(device), "rows": benchmarks.rows_as_dicts(rows)})

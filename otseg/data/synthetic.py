@@ -1,0 +1,479 @@
+"""A synthetic world of coloured shapes for tests and demos, with exact masks, captions and zero-shot splits.
+
+Classes are compositions ``colour x shape`` (``"red circle"``, ``"blue star"``, ...), index
+``colour_index * num_shapes + shape_index``. An image holds a few flat-coloured objects, drawn in order (later
+objects cover earlier ones, and the mask is exactly what is visible), on a textured grey background (noise,
+stripes or a gradient with a faint tint). Background pixels are labelled 255 (ignored), like VOC's background
+under ``reduce_zero_label``. Background pixels never take an object colour: the background's channel spread is
+at most 50 while every object colour has a spread of at least 100.
+
+Every image is a pure function of ``(world seed, stream, index)``, so datasets are deterministic per index and
+need no storage; :func:`write_folder_dataset` saves one in the :class:`~otseg.data.datasets.FolderDataset`
+layout. Zero-shot splits (:func:`diagonal_split`) hold out classes whose colour and shape are both seen in
+other classes, so unseen classes are new compositions of seen attributes.
+
+Example:
+    >>> world = SyntheticWorld(seed=0)
+    >>> split = diagonal_split(world)
+    >>> train = SyntheticSegmentationDataset.for_split(world, split, "train", length=1000)
+    >>> val = SyntheticSegmentationDataset.for_split(world, split, "val", length=200)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from otseg.data.classes import IGNORE_INDEX, ZeroShotSplit
+from otseg.data.datasets import JointTransform
+
+__all__ = [
+    "DEFAULT_COLOURS",
+    "DEFAULT_SHAPES",
+    "PALETTE",
+    "SHAPES",
+    "SyntheticSample",
+    "SyntheticSegmentationDataset",
+    "SyntheticWorld",
+    "diagonal_split",
+    "make_caption",
+    "write_folder_dataset",
+]
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 70, 225),
+    "yellow": (235, 215, 25),
+    "purple": (140, 40, 200),
+    "orange": (245, 130, 15),
+    "cyan": (20, 200, 220),
+    "pink": (240, 90, 180),
+}
+"""Named RGB colours, well separated from each other and from grey."""
+
+MIN_COLOUR_SPREAD = 100  # max - min channel of an object colour; the background stays at or below 50
+_BACKGROUND_TINT = 25  # largest per-channel tint of the background (spread <= 2 * tint)
+
+ShapeFn = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+
+
+def _polar(dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.hypot(dx, dy), np.arctan2(dy, dx)
+
+
+def _star(dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    rho, theta = _polar(dx, dy)
+    spikes = ((np.cos(5 * (theta + np.pi / 2)) + 1) / 2) ** 2  # 1 at the 5 tips (one pointing up), 0 between
+    return rho <= r * (0.4 + 0.6 * spikes)
+
+
+def _cross(dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    ax, ay = np.abs(dx), np.abs(dy)
+    return ((ax <= 0.3 * r) & (ay <= r)) | ((ay <= 0.3 * r) & (ax <= r))
+
+
+SHAPES: dict[str, ShapeFn] = {
+    "circle": lambda dx, dy, r: dx * dx + dy * dy <= r * r,
+    "square": lambda dx, dy, r: np.maximum(np.abs(dx), np.abs(dy)) <= 0.8 * r,
+    "triangle": lambda dx, dy, r: (dy >= -r) & (dy <= 0.75 * r) & (np.abs(dx) <= 0.62 * (dy + r)),
+    "star": _star,
+    "cross": _cross,
+    "ring": lambda dx, dy, r: (dx * dx + dy * dy <= r * r) & (dx * dx + dy * dy >= (0.55 * r) ** 2),
+    "diamond": lambda dx, dy, r: np.abs(dx) + np.abs(dy) <= r,
+}
+"""Shape masks: ``fn(dx, dy, r) -> bool array`` for pixel offsets from the centre and a radius in pixels."""
+
+DEFAULT_COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+DEFAULT_SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """One rendered image.
+
+    Attributes:
+        image: uint8 ``(H, W, 3)`` RGB.
+        label: uint8 ``(H, W)`` class indices, 255 on the background.
+        caption: ``"a photo of a red circle and a blue star."``, naming each visible class once.
+        classes: The visible classes, in the order the caption names them (first drawn first).
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    caption: str
+    classes: tuple[int, ...]
+
+
+def _article(name: str) -> str:
+    return "an" if name[0] in "aeiou" else "a"
+
+
+def make_caption(names: Sequence[str]) -> str:
+    """A caption naming each class once.
+
+    ``["red circle", "blue star", "orange ring"]`` -> ``"a photo of a red circle, a blue star and an orange ring."``
+    """
+    parts = [f"{_article(n)} {n}" for n in names]
+    if len(parts) <= 1:
+        body = "".join(parts)
+    else:
+        body = ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"a photo of {body}."
+
+
+class SyntheticWorld:
+    """Generator of compositional ``colour x shape`` segmentation images.
+
+    Args:
+        colours: Colour names from :data:`PALETTE`, or a mapping name -> RGB (each with a channel spread of at
+            least 100, so objects never match the grey background).
+        shapes: Shape names from :data:`SHAPES`.
+        image_size: Side of the square images.
+        min_objects: Fewest objects drawn per image (at least 1).
+        max_objects: Most objects drawn per image.
+        seed: Seed of the world; images depend on ``(seed, stream, index)`` only.
+
+    Attributes:
+        class_names: ``"<colour> <shape>"`` for every class, colour-major.
+        num_classes: ``len(colours) * len(shapes)``.
+    """
+
+    def __init__(
+        self,
+        colours: Sequence[str] | Mapping[str, tuple[int, int, int]] = DEFAULT_COLOURS,
+        shapes: Sequence[str] = DEFAULT_SHAPES,
+        image_size: int = 64,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(colours, Mapping):
+            palette = {str(k): tuple(int(c) for c in v) for k, v in colours.items()}
+        else:
+            unknown = [c for c in colours if c not in PALETTE]
+            if unknown:
+                raise ValueError(f"unknown colours {unknown}; use names from {list(PALETTE)} or a name -> RGB map.")
+            palette = {c: PALETTE[c] for c in colours}
+        if len(palette) < 1 or len(set(palette.values())) != len(palette):
+            raise ValueError(f"colours must be non-empty with distinct RGB values, got {palette}.")
+        for name, rgb in palette.items():
+            if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb) or max(rgb) - min(rgb) < MIN_COLOUR_SPREAD:
+                raise ValueError(
+                    f"colour {name!r} = {rgb} must be 3 values in 0..255 with max - min >= {MIN_COLOUR_SPREAD}, "
+                    "so that objects never share a colour with the grey background."
+                )
+        shapes = tuple(shapes)
+        unknown = [s for s in shapes if s not in SHAPES]
+        if unknown or not shapes or len(set(shapes)) != len(shapes):
+            raise ValueError(f"shapes must be distinct names from {list(SHAPES)}, got {list(shapes)}.")
+        if len(palette) * len(shapes) > IGNORE_INDEX:
+            raise ValueError(f"{len(palette)} x {len(shapes)} classes exceed {IGNORE_INDEX}; use fewer.")
+        if image_size < 16:
+            raise ValueError(f"image_size must be >= 16 pixels, got {image_size}.")
+        if not 1 <= min_objects <= max_objects:
+            raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects} and {max_objects}.")
+        self.colours = tuple(palette)
+        self.palette = palette
+        self.shapes = shapes
+        self.image_size = int(image_size)
+        self.min_objects = int(min_objects)
+        self.max_objects = int(max_objects)
+        self.seed = int(seed)
+        self.class_names = tuple(f"{c} {s}" for c in self.colours for s in self.shapes)
+        self._rgb = np.array([palette[self.colour_of(k)] for k in range(self.num_classes)], dtype=np.uint8)
+        yy, xx = np.mgrid[0 : self.image_size, 0 : self.image_size]
+        self._grid = (yy.astype(np.float32) / self.image_size, xx.astype(np.float32) / self.image_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"SyntheticWorld({len(self.colours)} colours x {len(self.shapes)} shapes, image_size={self.image_size}, "
+            f"objects {self.min_objects}..{self.max_objects}, seed={self.seed})"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``len(colours) * len(shapes)``."""
+        return len(self.colours) * len(self.shapes)
+
+    def class_index(self, colour: str, shape: str) -> int:
+        """Index of the class ``"<colour> <shape>"``."""
+        if colour not in self.colours or shape not in self.shapes:
+            raise ValueError(f"no class {colour!r} {shape!r}; colours are {self.colours}, shapes {self.shapes}.")
+        return self.colours.index(colour) * len(self.shapes) + self.shapes.index(shape)
+
+    def colour_of(self, k: int) -> str:
+        """Colour name of class ``k``."""
+        return self.colours[k // len(self.shapes)]
+
+    def shape_of(self, k: int) -> str:
+        """Shape name of class ``k``."""
+        return self.shapes[k % len(self.shapes)]
+
+    def rgb(self, k: int) -> tuple[int, int, int]:
+        """RGB colour objects of class ``k`` are drawn in."""
+        return self.palette[self.colour_of(k)]
+
+    def _classes(self, classes: Sequence[int] | None, what: str) -> np.ndarray:
+        if classes is None:
+            return np.arange(self.num_classes)
+        arr = np.asarray(list(classes), dtype=np.int64)
+        if arr.size == 0 or arr.min() < 0 or arr.max() >= self.num_classes:
+            raise ValueError(f"{what} must be a non-empty list of class indices in [0, {self.num_classes}).")
+        return arr
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        """Textured grey background ``(H, W, 3)`` float32, channel spread <= 2 * tint."""
+        s = self.image_size
+        yy, xx = self._grid
+        kind = rng.integers(3)
+        base, amp = rng.uniform(60, 190), rng.uniform(15, 50)
+        if kind == 0:  # blocky low-frequency noise plus fine grain
+            cells = int(rng.integers(4, 9))
+            coarse = rng.uniform(-1, 1, size=(cells, cells)).astype(np.float32)
+            idx = (np.arange(s) * cells) // s
+            lum = coarse[idx][:, idx] + 0.3 * rng.uniform(-1, 1, size=(s, s)).astype(np.float32)
+        elif kind == 1:  # stripes at a random angle and frequency
+            theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(2, 8), rng.uniform(0, 2 * np.pi)
+            lum = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+        else:  # linear gradient in a random direction
+            theta = rng.uniform(0, 2 * np.pi)
+            lum = 2 * ((xx - 0.5) * np.cos(theta) + (yy - 0.5) * np.sin(theta))
+        tint = rng.uniform(-_BACKGROUND_TINT, _BACKGROUND_TINT, size=3).astype(np.float32)
+        return (base + amp * lum)[:, :, None] + tint
+
+    def _object_mask(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        """Boolean ``(H, W)`` mask of one object of class ``k`` at a random place and size."""
+        s = self.image_size
+        r = rng.uniform(0.12, 0.26) * s
+        cy, cx = rng.uniform(0.5 * r, s - 0.5 * r, size=2)
+        y0, y1 = max(0, int(cy - r) - 1), min(s, int(cy + r) + 2)
+        x0, x1 = max(0, int(cx - r) - 1), min(s, int(cx + r) + 2)
+        dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+        dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+        mask = np.zeros((s, s), dtype=bool)
+        mask[y0:y1, x0:x1] = SHAPES[self.shape_of(k)](dx, dy, r)
+        return mask
+
+    def render(
+        self,
+        index: int,
+        *,
+        classes: Sequence[int] | None = None,
+        require: Sequence[int] | None = None,
+        stream: int = 0,
+    ) -> SyntheticSample:
+        """Render image ``index`` of a stream.
+
+        Args:
+            index: Image index (>= 0).
+            classes: Classes objects are drawn from (all by default), e.g. the seen classes for training.
+            require: If given, one object is drawn from these classes (e.g. the unseen classes for evaluation)
+                and is guaranteed to stay visible (it is drawn again on top if others covered it fully).
+            stream: Independent image streams of the same world (e.g. 0 for training, 1 for evaluation).
+
+        Returns:
+            The :class:`SyntheticSample`.
+        """
+        if index < 0:
+            raise ValueError(f"index must be >= 0, got {index}.")
+        rng = np.random.default_rng([self.seed, int(stream), int(index)])
+        pool = self._classes(classes, "classes")
+        n = int(rng.integers(self.min_objects, self.max_objects + 1))
+        objects = rng.choice(pool, size=n, replace=len(pool) < n)
+        required_at = -1
+        if require is not None:
+            required_at = int(rng.integers(n))
+            objects[required_at] = rng.choice(self._classes(require, "require"))
+
+        image = self._background(rng)
+        label = np.full((self.image_size, self.image_size), IGNORE_INDEX, dtype=np.uint8)
+        masks = [self._object_mask(rng, int(k)) for k in objects]
+        for k, mask in zip(objects, masks, strict=True):
+            label[mask] = k
+        if required_at >= 0 and not (label == objects[required_at]).any():
+            label[masks[required_at]] = objects[required_at]  # fully covered: draw it again on top
+
+        image = np.clip(image, 0, 255).round().astype(np.uint8)
+        fg = label != IGNORE_INDEX
+        image[fg] = self._rgb[label[fg]]
+        present = [int(k) for k in dict.fromkeys(objects.tolist()) if (label == k).any()]
+        caption = make_caption([self.class_names[k] for k in present])
+        return SyntheticSample(image=image, label=label, caption=caption, classes=tuple(present))
+
+
+def diagonal_split(world: SyntheticWorld, num_unseen: int | None = None, name: str = "synthetic") -> ZeroShotSplit:
+    """Hold out classes along diagonals of the colour x shape grid.
+
+    Cells ``(colour i, shape (i + d) mod S)`` are taken for ``d = 0, 1, ...`` and ``i = 0..C-1`` until
+    ``num_unseen`` are chosen (default ``min(C, S)``: one diagonal), so every unseen class combines a colour and a
+    shape that both appear in seen classes.
+
+    Args:
+        world: The synthetic world.
+        num_unseen: Number of unseen classes.
+        name: Name of the split.
+
+    Raises:
+        ValueError: The grid is too small, or so many classes are held out that some colour or shape is seen in
+            no seen class.
+    """
+    n_colours, n_shapes = len(world.colours), len(world.shapes)
+    if num_unseen is None:
+        num_unseen = min(n_colours, n_shapes)
+    if n_colours < 2 or n_shapes < 2:
+        raise ValueError(f"a compositional split needs >= 2 colours and >= 2 shapes, got {n_colours} x {n_shapes}.")
+    cells = [(i, (i + d) % n_shapes) for d in range(n_shapes) for i in range(n_colours)]
+    cells = list(dict.fromkeys(cells))  # distinct cells (C > S revisits none, but keep it obvious)
+    if not 1 <= num_unseen < len(cells):
+        raise ValueError(f"num_unseen must be in [1, {len(cells)}), got {num_unseen}.")
+    unseen = sorted(c * n_shapes + s for c, s in cells[:num_unseen])
+    seen = sorted(set(range(world.num_classes)) - set(unseen))
+    seen_colours = {world.colour_of(k) for k in seen}
+    seen_shapes = {world.shape_of(k) for k in seen}
+    orphans = sorted({world.colour_of(k) for k in unseen} - seen_colours) + sorted(
+        {world.shape_of(k) for k in unseen} - seen_shapes
+    )
+    if orphans:
+        raise ValueError(
+            f"num_unseen={num_unseen} leaves {orphans} in no seen class; hold out fewer classes so every unseen "
+            "colour and shape is learnt from some seen class."
+        )
+    return ZeroShotSplit(name, world.class_names, tuple(unseen))
+
+
+class SyntheticSegmentationDataset(Dataset):
+    """A fixed-length dataset of synthetic images, deterministic per index.
+
+    Items are ``{"image": uint8 (3, H, W), "label": int64 (H, W), "name": str, "caption": str}``, the format of
+    :class:`~otseg.data.datasets.SegmentationDataset` plus the caption.
+
+    Args:
+        world: The synthetic world.
+        length: Number of images.
+        classes: Classes objects are drawn from (default all); see :meth:`SyntheticWorld.render`.
+        require: Classes of which every image shows at least one (default none).
+        stream: Image stream; use different streams for training and evaluation.
+        zero_shot_split: Split exposed as :attr:`zero_shot_split` (default: every class seen).
+        transform: Optional joint ``transform(image, label)``.
+    """
+
+    def __init__(
+        self,
+        world: SyntheticWorld,
+        length: int,
+        *,
+        classes: Sequence[int] | None = None,
+        require: Sequence[int] | None = None,
+        stream: int = 0,
+        zero_shot_split: ZeroShotSplit | None = None,
+        transform: JointTransform | None = None,
+    ) -> None:
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}.")
+        if zero_shot_split is not None and zero_shot_split.class_names != world.class_names:
+            raise ValueError("zero_shot_split.class_names must be the world's class_names (build it from the world).")
+        self.world = world
+        self.length = int(length)
+        self.classes = None if classes is None else tuple(int(k) for k in classes)
+        self.require = None if require is None else tuple(int(k) for k in require)
+        self.stream = int(stream)
+        self.zero_shot_split = zero_shot_split or ZeroShotSplit("synthetic", world.class_names, ())
+        self.transform = transform
+        self.split = "train" if self.require is None else "val"
+
+    @classmethod
+    def for_split(
+        cls,
+        world: SyntheticWorld,
+        split: ZeroShotSplit,
+        subset: str,
+        length: int,
+        transform: JointTransform | None = None,
+    ) -> SyntheticSegmentationDataset:
+        """The training or evaluation set of a zero-shot split.
+
+        ``subset="train"``: images of seen classes only (stream 0). ``subset="val"``: images of any classes, each
+        showing at least one unseen class (stream 1; all classes when the split has no unseen ones).
+        """
+        if subset == "train":
+            return cls(world, length, classes=split.seen, stream=0, zero_shot_split=split, transform=transform)
+        if subset == "val":
+            require = split.unseen or None
+            return cls(world, length, require=require, stream=1, zero_shot_split=split, transform=transform)
+        raise ValueError(f"subset must be 'train' or 'val', got {subset!r}.")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The world's class names."""
+        return self.world.class_names
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return self.world.num_classes
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> SyntheticSample:
+        """The raw :class:`SyntheticSample` behind item ``index``."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of {self.length} images.")
+        return self.world.render(index, classes=self.classes, require=self.require, stream=self.stream)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.sample(index)
+        image = torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1)))
+        label = torch.from_numpy(s.label.astype(np.int64))
+        if self.transform is not None:
+            image, label = self.transform(image, label)
+        return {"image": image, "label": label, "name": f"synthetic_{self.stream}_{index:06d}", "caption": s.caption}
+
+
+def write_folder_dataset(dataset: Dataset, root: str | Path, *, overwrite: bool = False) -> Path:
+    """Save a dataset in the :class:`~otseg.data.datasets.FolderDataset` layout.
+
+    Writes ``root/images/<name>.png`` (RGB), ``root/labels/<name>.png`` (8-bit class indices, 255 = ignore),
+    ``root/classes.txt``, ``root/unseen.txt`` when the dataset's ``zero_shot_split`` has unseen classes, and
+    ``root/captions.tsv`` (``name<TAB>caption``) when items carry captions. Read it back with
+    ``FolderDataset.from_root(root)``.
+
+    Args:
+        dataset: A dataset with ``class_names`` whose items are ``{"image", "label", "name"[, "caption"]}``.
+        root: Output folder.
+        overwrite: Allow writing into a folder that already holds images.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    root = Path(root).expanduser()
+    images_dir, labels_dir = root / "images", root / "labels"
+    if images_dir.is_dir() and any(images_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{images_dir} already holds files; pass overwrite=True or choose an empty folder.")
+    images_dir.mkdir(parents=True, exist_ok=True)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(dataset.class_names) + "\n", encoding="utf-8")
+    split = getattr(dataset, "zero_shot_split", None)
+    if split is not None and split.unseen:
+        (root / "unseen.txt").write_text("\n".join(split.unseen_names) + "\n", encoding="utf-8")
+    captions = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        image, label = item["image"], item["label"]
+        if image.dtype != torch.uint8 or label.min() < 0 or label.max() > IGNORE_INDEX:
+            raise ValueError(f"item {i} is not uint8 image / labels in 0..255; write the untransformed dataset.")
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(images_dir / f"{item['name']}.png")
+        Image.fromarray(label.to(torch.uint8).numpy()).save(labels_dir / f"{item['name']}.png")
+        if "caption" in item:
+            captions.append(f"{item['name']}\t{item['caption']}")
+    if captions:
+        (root / "captions.tsv").write_text("\n".join(captions) + "\n", encoding="utf-8")
+    return root

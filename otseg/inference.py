@@ -1,0 +1,169 @@
+"""Inference: test-time resizing, sliding-window averaging, and a predictor that caches class embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from otseg.modeling.otseg import OTSeg
+
+__all__ = ["InferenceSettings", "OTSegPredictor", "predict_probabilities", "resize_short_side", "slide_windows"]
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How an image is resized and cut into windows (the paper's test pipeline).
+
+    Attributes:
+        short_side: Resize so the short side has this length, keeping the aspect ratio, capped so the long side
+            stays within ``long_side_max`` (mmsegmentation's ``Resize(scale=(2048, 512), keep_ratio=True)``).
+            ``None`` keeps the image size.
+        long_side_max: Upper bound of the long side after resizing.
+        mode: ``"slide"`` (crop windows averaged) or ``"whole"`` (one pass on the whole image).
+        crop: Window size (512; Context 480).
+        stride: Window stride (426; Context 80).
+    """
+
+    short_side: int | None = 512
+    long_side_max: int = 2048
+    mode: str = "slide"
+    crop: int = 512
+    stride: int = 426
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("slide", "whole"):
+            raise ValueError(f"mode must be 'slide' or 'whole', got {self.mode!r}.")
+        if self.crop < 1 or self.stride < 1 or self.stride > self.crop:
+            raise ValueError(f"need 1 <= stride <= crop, got crop={self.crop}, stride={self.stride}.")
+
+
+def resize_short_side(images: Tensor, short_side: int | None, long_side_max: int = 2048) -> Tensor:
+    """Bilinearly resize ``(B, 3, H, W)`` float images so the short side is ``short_side`` (ratio kept)."""
+    if short_side is None:
+        return images
+    h, w = images.shape[-2:]
+    scale = min(short_side / min(h, w), long_side_max / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Windows ``(y0, y1, x0, x1)`` of at most ``crop`` pixels covering the image; the last ones end at the border."""
+    windows = []
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    for r in range(rows):
+        for c in range(cols):
+            y1, x1 = min(r * stride + crop, height), min(c * stride + crop, width)
+            windows.append((max(y1 - crop, 0), y1, max(x1 - crop, 0), x1))
+    return windows
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: OTSeg,
+    images: Tensor,
+    text: Tensor,
+    settings: InferenceSettings | None = None,
+    seen: Tensor | None = None,
+    output_size: tuple[int, int] | None = None,
+) -> Tensor:
+    """Per-class probabilities of OTSeg+ for a batch of same-size images, at ``output_size``.
+
+    Args:
+        model: The segmentor (put in eval mode here).
+        images: ``(B, 3, H, W)`` RGB 0-255.
+        text: ``(K, N, C)`` class embeddings.
+        settings: Resize and window settings.
+        seen: ``(K,)`` bool, classes seen in training (calibration), or ``None``.
+        output_size: Size of the returned maps (default: the input's ``(H, W)``).
+
+    Returns:
+        ``(B, K, *output_size)`` probabilities (sigmoid, seen classes lowered), averaged over windows.
+    """
+    settings = settings or InferenceSettings()
+    model.eval()
+    out_size = tuple(output_size or images.shape[-2:])
+    x = resize_short_side(images.float(), settings.short_side, settings.long_side_max)
+    h, w = x.shape[-2:]
+    if settings.mode == "whole":
+        probs = model.probabilities(model(x, text), seen)
+    else:
+        probs = x.new_zeros(x.shape[0], text.shape[0], h, w)
+        count = x.new_zeros(1, 1, h, w)
+        for y0, y1, x0, x1 in slide_windows(h, w, settings.crop, settings.stride):
+            probs[..., y0:y1, x0:x1] += model.probabilities(model(x[..., y0:y1, x0:x1], text), seen)
+            count[..., y0:y1, x0:x1] += 1
+        probs = probs / count
+    if probs.shape[-2:] != out_size:
+        probs = F.interpolate(probs, size=out_size, mode="bilinear", align_corners=False)
+    return probs
+
+
+def _to_tensor(image: Image.Image | np.ndarray | Tensor) -> Tensor:
+    """An RGB image as ``(3, H, W)`` float 0-255 from PIL, HWC uint8 numpy, or a CHW tensor."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        if image.ndim != 3 or image.shape[-1] not in (3, 4):
+            raise ValueError(f"numpy images must be (H, W, 3) RGB, got shape {image.shape}.")
+        image = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError("images must be PIL images, (H, W, 3) arrays or (3, H, W) tensors.")
+    return image.float()
+
+
+class OTSegPredictor:
+    """Segment images against any list of class names, with the class embeddings computed once.
+
+    Example:
+        >>> predictor = OTSegPredictor(model, InferenceSettings(crop=512, stride=426))
+        >>> predictor.set_classes(["sky", "tree", "zebra"], seen=["sky", "tree"])
+        >>> labels = predictor.predict([Image.open("a.jpg")])  # list of (H, W) int64 arrays
+
+    Args:
+        model: The segmentor.
+        settings: Resize and window settings.
+        device: Device to run on (default: the model's).
+    """
+
+    def __init__(self, model: OTSeg, settings: InferenceSettings | None = None, device: str | None = None) -> None:
+        self.model = model.eval()
+        self.settings = settings or InferenceSettings()
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.model.to(self.device)
+        self.class_names: list[str] | None = None
+        self.text: Tensor | None = None
+        self.seen: Tensor | None = None
+
+    def set_classes(self, class_names: Sequence[str], seen: Sequence[str] | None = None) -> None:
+        """Compute (or read from the cache) the embeddings of ``class_names``; ``seen`` names get calibrated."""
+        self.class_names = list(class_names)
+        self.text = self.model.class_embeddings(self.class_names).to(self.device)
+        if seen is None:
+            self.seen = None
+        else:
+            unknown = sorted(set(seen) - set(self.class_names))
+            if unknown:
+                raise ValueError(f"seen classes {unknown} are not among the class names.")
+            self.seen = torch.tensor([n in set(seen) for n in self.class_names], device=self.device)
+
+    def predict_torch(self, images: Tensor) -> Tensor:
+        """Probabilities ``(B, K, H, W)`` for ``(B, 3, H, W)`` RGB 0-255 tensors of one size."""
+        if self.text is None:
+            raise RuntimeError("call set_classes(class_names) before predict.")
+        return predict_probabilities(self.model, images.to(self.device), self.text, self.settings, self.seen)
+
+    def predict(self, images: Sequence[Image.Image | np.ndarray | Tensor]) -> list[np.ndarray]:
+        """Label maps (indices into the class names), one ``(H, W)`` int64 array per image, any sizes."""
+        return [self.predict_torch(_to_tensor(im)[None]).argmax(1)[0].cpu().numpy() for im in images]
