@@ -267,6 +267,10 @@ def solve(
 
     ``f_init``/``g_init`` are the warm start of the log domain (only ``g`` is used) and the reference potentials
     of the kernel domain (``f_init`` required there, see :func:`kernel_reference`).
+
+    This is the PyTorch backend of :func:`otkit.sinkhorn`. On CUDA, small-``m`` problems may run in the fused
+    kernel of :mod:`otkit._triton` instead (the rule is :func:`otkit._triton.select_backend`); on the CPU
+    ``backend="auto"`` always comes here, where the cache blocking below makes it the fastest path.
     """
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
     flat = (cost.reshape(-1, n, m), a.reshape(-1, n), b.reshape(-1, m))

@@ -38,9 +38,11 @@ class SinkhornResult:
         rho_a: KL weight on the row marginal, ``None`` when it is a hard constraint.
         rho_b: KL weight on the column marginal, ``None`` when it is a hard constraint.
         n_iter: Sinkhorn iterations run (one iteration updates ``f`` then ``g``).
-        errors: Stopping errors ``(n_checks, *batch)`` recorded at each convergence check (see :attr:`tol`).
+        errors: Stopping errors ``(n_checks, *batch)`` recorded at each convergence check (see :attr:`tol`); the
+            triton backend keeps the last check only (``n_checks = 1``).
         tol: The tolerance the errors were compared with (``None``: fixed iteration count).
         domain: ``"log"`` or ``"kernel"``, the domain the iterations ran in.
+        backend: ``"torch"`` (PyTorch loops) or ``"triton"`` (the fused GPU kernel), where they ran.
     """
 
     f: Tensor
@@ -55,6 +57,7 @@ class SinkhornResult:
     errors: Tensor = field(repr=False)
     tol: float | None
     domain: str
+    backend: str = "torch"
 
     @property
     def plan(self) -> Tensor:

@@ -11,6 +11,7 @@ from torch import Tensor
 from otkit._implicit import ImplicitSinkhorn
 from otkit._iterations import Iterate, kernel_domain_is_safe, kernel_reference
 from otkit._iterations import solve as solve_iterations
+from otkit._triton import select_backend, solve_triton
 from otkit._validation import (
     check_cost,
     check_positive_float,
@@ -25,6 +26,7 @@ __all__ = ["ConvergenceWarning", "sinkhorn"]
 
 Domain = Literal["auto", "log", "kernel"]
 GradMode = Literal["unroll", "implicit"]
+Backend = Literal["auto", "torch", "triton"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -35,7 +37,7 @@ def _mass_tolerance(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-5
 
 
-def _check_options(max_iter: int, tol: float | None, domain: str, grad: str, check_every: int) -> None:
+def _check_options(max_iter: int, tol: float | None, domain: str, grad: str, check_every: int, backend: str) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}.")
     if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
@@ -46,6 +48,8 @@ def _check_options(max_iter: int, tol: float | None, domain: str, grad: str, che
         raise ValueError(f"grad must be 'unroll' or 'implicit', got {grad!r}.")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}.")
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}.")
 
 
 def _check_masses(a: Tensor, b: Tensor) -> None:
@@ -92,6 +96,7 @@ def sinkhorn(
     grad: GradMode = "unroll",
     init: tuple[Tensor, Tensor] | None = None,
     check_every: int = 10,
+    backend: Backend = "auto",
 ) -> SinkhornResult:
     r"""Solve a batch of entropic optimal transport problems with Sinkhorn iterations.
 
@@ -130,7 +135,16 @@ def sinkhorn(
             ``"implicit"`` differentiates the fixed point (:mod:`otkit._implicit`), with a backward whose
             memory does not depend on the number of iterations. Both give gradients for ``cost``, ``a``, ``b``.
         init: Warm start ``(f, g)`` in cost units, e.g. ``(res.f, res.g)`` of a nearby problem.
-        check_every: Iterations between convergence checks (each check reads one number on the host).
+        check_every: Iterations between convergence checks (each check reads one number on the host, except on the
+            triton backend, which checks on the device).
+        backend: Where the iterations run. ``"torch"``: the PyTorch loops. ``"triton"``: a fused GPU kernel
+            (:mod:`otkit._triton`) that runs all log-domain iterations of a problem on chip; it needs a CUDA cost
+            with ``m <= 64`` columns in float32/float16/bfloat16, ``domain`` ``"log"`` or ``"auto"``, and
+            ``grad="implicit"`` when autograd needs gradients. There each problem stops at its own first
+            converged check: ``n_iter`` is the largest count and ``errors`` holds the last check only.
+            ``"auto"``: the kernel when it can run and the problem has at most ``2**17`` entries, else the PyTorch
+            loops, always on the CPU and for ``grad="unroll"`` under autograd
+            (:func:`otkit._triton.select_backend` is the rule).
 
     Returns:
         A :class:`~otkit.result.SinkhornResult` with ``f``, ``g``, ``plan``, ``value``, ``n_iter``,
@@ -138,8 +152,8 @@ def sinkhorn(
 
     Raises:
         ValueError: on NaN/Inf costs or weights, negative or zero-mass marginals, unequal masses in a balanced
-            problem, shapes that do not match, ``eps <= 0`` or an empty dimension. The message names the
-            argument and the fix.
+            problem, shapes that do not match, ``eps <= 0`` or an empty dimension, or ``backend="triton"`` where
+            the kernel cannot run. The message names the argument and the fix.
 
     Example:
         >>> import torch, otkit
@@ -170,7 +184,7 @@ def sinkhorn(
     check_cost(cost)
     eps = check_positive_float(eps, "eps")
     rho_a, rho_b = check_rho(rho_a, "rho_a"), check_rho(rho_b, "rho_b")
-    _check_options(max_iter, tol, domain, grad, check_every)
+    _check_options(max_iter, tol, domain, grad, check_every, backend)
     tol = None if tol is None else float(tol)
 
     work = cost.to(compute_dtype(cost.dtype))
@@ -180,17 +194,22 @@ def sinkhorn(
         _check_masses(a, b)
     f_init, g_init = _prepare_init(init, work)
     unbalanced = rho_a is not None or rho_b is not None
+    use_triton = select_backend(backend, work, a, b, domain, grad) == "triton"
 
     f_ref = g_ref = None  # kernel-domain reference potentials, computed once for the whole batch
-    if domain != "log" and not (domain == "auto" and is_tracing()):
+    if domain != "log" and not use_triton and not (domain == "auto" and is_tracing()):
         f_ref, g_ref = kernel_reference(work.detach(), f_init, g_init)
 
     def run(kind: str, c: Tensor, wa: Tensor, wb: Tensor) -> Iterate:
+        if use_triton:
+            return solve_triton(c, wa, wb, eps, rho_a, rho_b, g_init, max_iter, tol, check_every)
         fi, gi = (f_init, g_init) if kind == "log" else (f_ref, g_ref)
         return solve_iterations(kind, c, wa, wb, eps, rho_a, rho_b, fi, gi, max_iter, tol, check_every)
 
     kind = domain
-    if domain == "auto" and is_tracing():
+    if use_triton:
+        kind = "log"  # the kernel iterates in the log domain
+    elif domain == "auto" and is_tracing():
         kind = "log"  # the safety check reads the data; a traced graph takes the always-stable domain
     elif domain == "auto":
         safe = kernel_domain_is_safe(work.detach(), eps, unbalanced, f_ref, g_ref)
@@ -230,6 +249,7 @@ def sinkhorn(
         errors=iterate.errors,
         tol=tol,
         domain=kind,
+        backend="triton" if use_triton else "torch",
     )
     if tol is not None and not is_tracing():
         failed = int((~result.converged).sum())

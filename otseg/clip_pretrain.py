@@ -57,7 +57,13 @@ def _batch(world: SyntheticWorld, classes: Sequence[int], start: int, size: int,
 
 def _single_object(world: SyntheticWorld) -> SyntheticWorld:
     return SyntheticWorld(
-        dict(world.palette), world.shapes, image_size=world.image_size, min_objects=1, max_objects=1, seed=world.seed
+        dict(world.palette),
+        world.shapes,
+        image_size=world.image_size,
+        min_objects=1,
+        max_objects=1,
+        seed=world.seed,
+        patterns=world.patterns,
     )
 
 

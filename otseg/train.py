@@ -535,7 +535,7 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
                     )
                 (scaler.scale(loss) if scaler else loss).backward()
                 for key, value in losses.items():
-                    parts[key] = parts.get(key, 0.0) + float(value) / cfg.grad_accum
+                    parts[key] = parts.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
             if cfg.grad_clip:
                 if scaler:
                     scaler.unscale_(optimizer)

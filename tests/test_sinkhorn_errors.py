@@ -42,6 +42,7 @@ def _cost(*shape):
         ({"tol": -1.0}, "tol must be None"),
         ({"domain": "fast"}, "domain must be"),
         ({"grad": "backprop"}, "grad must be"),
+        ({"backend": "fast"}, "backend must be"),
         ({"check_every": 0}, "check_every must be"),
         ({"init": (torch.zeros(3),)}, "init must be a pair"),
         ({"init": (torch.zeros(5), torch.zeros(4))}, r"init\[0\] \(f\)"),

@@ -1,7 +1,9 @@
 """A synthetic world of coloured shapes for tests and demos, with exact masks, captions and zero-shot splits.
 
 Classes are compositions ``colour x shape`` (``"red circle"``, ``"blue star"``, ...), index
-``colour_index * num_shapes + shape_index``. An image holds a few flat-coloured objects, drawn in order (later
+``colour_index * num_shapes + shape_index``; or, with ``patterns``, ``colour x pattern`` (``"red striped"``,
+``"blue dotted"``, ...) drawn in random shapes: a pattern is visible inside every 8x8 patch, a shape only across
+patches, so pattern worlds suit small backbones. An image holds a few flat-coloured objects, drawn in order (later
 objects cover earlier ones, and the mask is exactly what is visible), on a textured grey background (noise,
 stripes or a gradient with a faint tint). Background pixels are labelled 255 (ignored), like VOC's background
 under ``reduce_zero_label``. Background pixels never take an object colour: the background's channel spread is
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_COLOURS",
     "DEFAULT_SHAPES",
     "PALETTE",
+    "PATTERNS",
     "SHAPES",
     "SyntheticSample",
     "SyntheticSegmentationDataset",
@@ -63,6 +66,8 @@ MIN_COLOUR_SPREAD = 100  # max - min channel of an object colour; the background
 _BACKGROUND_TINT = 25  # largest per-channel tint of the background (spread <= 2 * tint)
 
 ShapeFn = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+PatternFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_PATTERN_SHADE = 0.55  # dark parts of a pattern: 0.55 x the colour, so the channel spread stays above 50
 
 
 def _polar(dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +95,14 @@ SHAPES: dict[str, ShapeFn] = {
     "diamond": lambda dx, dy, r: np.abs(dx) + np.abs(dy) <= r,
 }
 """Shape masks: ``fn(dx, dy, r) -> bool array`` for pixel offsets from the centre and a radius in pixels."""
+
+PATTERNS: dict[str, PatternFn] = {
+    "solid": lambda yy, xx: np.ones_like(yy, dtype=bool),
+    "striped": lambda yy, xx: (yy // 3) % 2 == 0,
+    "dotted": lambda yy, xx: ((yy % 6) >= 3) | ((xx % 6) >= 3),
+    "checkered": lambda yy, xx: ((yy // 4) + (xx // 4)) % 2 == 0,
+}
+"""Fill patterns: ``fn(row, col) -> bool`` (True: full colour, False: the darker shade), in image pixels."""
 
 DEFAULT_COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 DEFAULT_SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
@@ -130,20 +143,23 @@ def make_caption(names: Sequence[str]) -> str:
 
 
 class SyntheticWorld:
-    """Generator of compositional ``colour x shape`` segmentation images.
+    """Generator of compositional ``colour x shape`` (or ``colour x pattern``) segmentation images.
 
     Args:
         colours: Colour names from :data:`PALETTE`, or a mapping name -> RGB (each with a channel spread of at
             least 100, so objects never match the grey background).
-        shapes: Shape names from :data:`SHAPES`.
+        shapes: Shape names from :data:`SHAPES`: the class attribute, or (with ``patterns``) the shapes objects
+            are drawn in at random.
         image_size: Side of the square images.
         min_objects: Fewest objects drawn per image (at least 1).
         max_objects: Most objects drawn per image.
         seed: Seed of the world; images depend on ``(seed, stream, index)`` only.
+        patterns: Pattern names from :data:`PATTERNS`; when given, classes are ``colour x pattern``.
 
     Attributes:
-        class_names: ``"<colour> <shape>"`` for every class, colour-major.
-        num_classes: ``len(colours) * len(shapes)``.
+        attributes: The second class attribute: the shapes, or the patterns.
+        class_names: ``"<colour> <attribute>"`` for every class, colour-major.
+        num_classes: ``len(colours) * len(attributes)``.
     """
 
     def __init__(
@@ -154,6 +170,7 @@ class SyntheticWorld:
         min_objects: int = 1,
         max_objects: int = 3,
         seed: int = 0,
+        patterns: Sequence[str] | None = None,
     ) -> None:
         if isinstance(colours, Mapping):
             palette = {str(k): tuple(int(c) for c in v) for k, v in colours.items()}
@@ -174,8 +191,14 @@ class SyntheticWorld:
         unknown = [s for s in shapes if s not in SHAPES]
         if unknown or not shapes or len(set(shapes)) != len(shapes):
             raise ValueError(f"shapes must be distinct names from {list(SHAPES)}, got {list(shapes)}.")
-        if len(palette) * len(shapes) > IGNORE_INDEX:
-            raise ValueError(f"{len(palette)} x {len(shapes)} classes exceed {IGNORE_INDEX}; use fewer.")
+        if patterns is not None:
+            patterns = tuple(patterns)
+            unknown = [p for p in patterns if p not in PATTERNS]
+            if unknown or not patterns or len(set(patterns)) != len(patterns):
+                raise ValueError(f"patterns must be distinct names from {list(PATTERNS)}, got {list(patterns)}.")
+        attributes = shapes if patterns is None else patterns
+        if len(palette) * len(attributes) > IGNORE_INDEX:
+            raise ValueError(f"{len(palette)} x {len(attributes)} classes exceed {IGNORE_INDEX}; use fewer.")
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16 pixels, got {image_size}.")
         if not 1 <= min_objects <= max_objects:
@@ -183,38 +206,53 @@ class SyntheticWorld:
         self.colours = tuple(palette)
         self.palette = palette
         self.shapes = shapes
+        self.patterns = patterns
+        self.attributes = attributes
         self.image_size = int(image_size)
         self.min_objects = int(min_objects)
         self.max_objects = int(max_objects)
         self.seed = int(seed)
-        self.class_names = tuple(f"{c} {s}" for c in self.colours for s in self.shapes)
+        self.class_names = tuple(f"{c} {a}" for c in self.colours for a in self.attributes)
         self._rgb = np.array([palette[self.colour_of(k)] for k in range(self.num_classes)], dtype=np.uint8)
         yy, xx = np.mgrid[0 : self.image_size, 0 : self.image_size]
+        self._shade = None  # (num_classes, H, W) multiplier of each class's colour in pattern worlds
+        if patterns is not None:
+            fills = np.stack([np.where(PATTERNS[p](yy, xx), 1.0, _PATTERN_SHADE) for p in patterns])
+            self._shade = np.tile(fills, (len(self.colours), 1, 1)).astype(np.float32)
         self._grid = (yy.astype(np.float32) / self.image_size, xx.astype(np.float32) / self.image_size)
 
     def __repr__(self) -> str:
         return (
-            f"SyntheticWorld({len(self.colours)} colours x {len(self.shapes)} shapes, image_size={self.image_size}, "
+            f"SyntheticWorld({len(self.colours)} colours x {len(self.attributes)} "
+            f"{'shapes' if self.patterns is None else 'patterns'}, image_size={self.image_size}, "
             f"objects {self.min_objects}..{self.max_objects}, seed={self.seed})"
         )
 
     @property
     def num_classes(self) -> int:
-        """Number of classes ``len(colours) * len(shapes)``."""
-        return len(self.colours) * len(self.shapes)
+        """Number of classes ``len(colours) * len(attributes)``."""
+        return len(self.colours) * len(self.attributes)
 
-    def class_index(self, colour: str, shape: str) -> int:
-        """Index of the class ``"<colour> <shape>"``."""
-        if colour not in self.colours or shape not in self.shapes:
-            raise ValueError(f"no class {colour!r} {shape!r}; colours are {self.colours}, shapes {self.shapes}.")
-        return self.colours.index(colour) * len(self.shapes) + self.shapes.index(shape)
+    def class_index(self, colour: str, attribute: str) -> int:
+        """Index of the class ``"<colour> <attribute>"`` (attribute: a shape, or a pattern)."""
+        if colour not in self.colours or attribute not in self.attributes:
+            raise ValueError(
+                f"no class {colour!r} {attribute!r}; colours are {self.colours}, attributes {self.attributes}."
+            )
+        return self.colours.index(colour) * len(self.attributes) + self.attributes.index(attribute)
 
     def colour_of(self, k: int) -> str:
         """Colour name of class ``k``."""
-        return self.colours[k // len(self.shapes)]
+        return self.colours[k // len(self.attributes)]
+
+    def attribute_of(self, k: int) -> str:
+        """Second attribute of class ``k``: its shape, or its pattern."""
+        return self.attributes[k % len(self.attributes)]
 
     def shape_of(self, k: int) -> str:
-        """Shape name of class ``k``."""
+        """Shape name of class ``k`` (shape worlds only)."""
+        if self.patterns is not None:
+            raise ValueError("in a pattern world classes have no shape; use attribute_of.")
         return self.shapes[k % len(self.shapes)]
 
     def rgb(self, k: int) -> tuple[int, int, int]:
@@ -259,7 +297,8 @@ class SyntheticWorld:
         dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
         dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
         mask = np.zeros((s, s), dtype=bool)
-        mask[y0:y1, x0:x1] = SHAPES[self.shape_of(k)](dx, dy, r)
+        shape = self.shape_of(k) if self.patterns is None else self.shapes[int(rng.integers(len(self.shapes)))]
+        mask[y0:y1, x0:x1] = SHAPES[shape](dx, dy, r)
         return mask
 
     def render(
@@ -303,7 +342,11 @@ class SyntheticWorld:
 
         image = np.clip(image, 0, 255).round().astype(np.uint8)
         fg = label != IGNORE_INDEX
-        image[fg] = self._rgb[label[fg]]
+        colours = self._rgb[label[fg]].astype(np.float32)
+        if self._shade is not None:
+            rows, cols = np.nonzero(fg)
+            colours = colours * self._shade[label[fg], rows, cols][:, None]
+        image[fg] = colours.round().astype(np.uint8)
         present = [int(k) for k in dict.fromkeys(objects.tolist()) if (label == k).any()]
         caption = make_caption([self.class_names[k] for k in present])
         return SyntheticSample(image=image, label=label, caption=caption, classes=tuple(present))
@@ -325,7 +368,7 @@ def diagonal_split(world: SyntheticWorld, num_unseen: int | None = None, name: s
         ValueError: The grid is too small, or so many classes are held out that some colour or shape is seen in
             no seen class.
     """
-    n_colours, n_shapes = len(world.colours), len(world.shapes)
+    n_colours, n_shapes = len(world.colours), len(world.attributes)
     if num_unseen is None:
         num_unseen = min(n_colours, n_shapes)
     if n_colours < 2 or n_shapes < 2:
@@ -337,9 +380,9 @@ def diagonal_split(world: SyntheticWorld, num_unseen: int | None = None, name: s
     unseen = sorted(c * n_shapes + s for c, s in cells[:num_unseen])
     seen = sorted(set(range(world.num_classes)) - set(unseen))
     seen_colours = {world.colour_of(k) for k in seen}
-    seen_shapes = {world.shape_of(k) for k in seen}
+    seen_shapes = {world.attribute_of(k) for k in seen}
     orphans = sorted({world.colour_of(k) for k in unseen} - seen_colours) + sorted(
-        {world.shape_of(k) for k in unseen} - seen_shapes
+        {world.attribute_of(k) for k in unseen} - seen_shapes
     )
     if orphans:
         raise ValueError(

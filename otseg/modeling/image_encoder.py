@@ -61,9 +61,12 @@ class PromptedVisionTransformer(nn.Module):
         super().__init__()
         if getattr(visual, "attn_pool", None) is not None or not isinstance(visual.proj, nn.Parameter):
             raise ValueError(
-                "PromptedVisionTransformer needs a plain CLIP ViT (class-token pooling, projection matrix); "
+                "PromptedVisionTransformer needs a plain CLIP ViT (token or average pooling, projection matrix); "
                 "attentional-pooling towers are not supported."
             )
+        if visual.pool_type not in ("tok", "avg"):
+            raise ValueError(f"unsupported pool_type {visual.pool_type!r}; use 'tok' (CLIP) or 'avg'.")
+        self.pool_type = visual.pool_type
         self.patch_size = visual.patch_size[0]
         width = visual.conv1.out_channels
         layers = len(visual.transformer.resblocks)
@@ -117,8 +120,8 @@ class PromptedVisionTransformer(nn.Module):
             images: ``(B, 3, H, W)``; H and W need not be multiples of the patch size (the border is dropped).
 
         Returns:
-            Dense pixel embeddings ``(B, C, H // p, W // p)`` and the global embedding ``(B, C)``, both
-            L2-normalised over C.
+            Dense pixel embeddings ``(B, C, H // p, W // p)`` and the global embedding ``(B, C)`` (the class token,
+            or the mean of the patch tokens for towers trained with average pooling), both L2-normalised over C.
         """
         x = self.conv1(images)  # (B, W, h, w)
         batch, width, h, w = x.shape
@@ -137,6 +140,7 @@ class PromptedVisionTransformer(nn.Module):
                 x = torch.cat([x[:, :1], deep, x[:, 1 + t :]], dim=1)
             x = block(x)
         x = self.ln_post(self.prompt_norm(x)) @ self.proj  # (B, 1 + T + h*w, C)
-        global_embedding = F.normalize(x[:, 0], dim=-1)
-        dense = x[:, 1 + t :].transpose(1, 2).reshape(batch, -1, h, w)
+        patches = x[:, 1 + t :]  # (B, h*w, C)
+        global_embedding = F.normalize(x[:, 0] if self.pool_type == "tok" else patches.mean(1), dim=-1)
+        dense = patches.transpose(1, 2).reshape(batch, -1, h, w)
         return F.normalize(dense, dim=1), global_embedding

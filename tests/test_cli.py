@@ -1,0 +1,128 @@
+"""The otseg and otkit commands end to end on tiny settings (click's CliRunner)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.otkit_cli import main as otkit_main
+from cli.otseg_cli import main as otseg_main
+from otseg.build import RandomWeightsWarning
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        yield
+
+
+TINY_TRAIN = [
+    "--preset", "synthetic-tiny",
+    "--set", "iters=3", "--set", "batch_size=2", "--set", "warmup_iters=1",
+    "--set", 'synthetic={"image_size": 64, "train_images": 8, "val_images": 3}',
+    "--set", "progress=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        result = CliRunner().invoke(otseg_main, ["train", *TINY_TRAIN, "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_command(trained):
+    assert (trained / "model.safetensors").is_file() and (trained / "checkpoint.pt").is_file()
+    assert json.loads((trained / "config.json").read_text())["iters"] == 3
+
+
+def test_train_resume_continues(trained):
+    result = CliRunner().invoke(
+        otseg_main, ["train", *TINY_TRAIN, "--set", "iters=4", "--out-dir", str(trained), "--resume"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "step 4" in result.output
+
+
+def test_eval_command_on_a_folder_dataset(trained, tmp_path):
+    from otseg.data.synthetic import SyntheticSegmentationDataset, SyntheticWorld, diagonal_split, write_folder_dataset
+
+    world = SyntheticWorld(image_size=64)
+    split = diagonal_split(world)
+    root = write_folder_dataset(SyntheticSegmentationDataset.for_split(world, split, "val", 3), tmp_path / "folder")
+    out = tmp_path / "metrics.json"
+    args = ["eval", "--model", str(trained / "model.safetensors"), "--dataset", "folder", "--data-root", str(root)]
+    result = CliRunner().invoke(otseg_main, [*args, "--mode", "whole", "--short-side", "64", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert {"miou", "miou_seen", "miou_unseen", "hiou", "pacc", "macc", "per_class"} <= set(metrics)
+    assert "mIoU(U)" in result.output
+
+
+def test_predict_command_on_real_images(trained, fixtures_dir, tmp_path):
+    images = sorted(str(p) for p in (fixtures_dir / "ade20k_sample" / "images").glob("*.jpg"))[:2]
+    args = ["predict", *images, "--model", str(trained / "model.safetensors"), "--classes", "wall,floor,person"]
+    result = CliRunner().invoke(
+        otseg_main, [*args, "--crop", "64", "--stride", "48", "--short-side", "64", "--out-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    for image in images:
+        stem = Path(image).stem
+        labels = np.asarray(Image.open(tmp_path / f"{stem}_labels.png"))
+        assert labels.shape == np.asarray(Image.open(image)).shape[:2] and labels.max() < 3
+        assert (tmp_path / f"{stem}_overlay.png").is_file()
+
+
+def test_embed_classes_command(tmp_path):
+    out = tmp_path / "emb.npy"
+    args = ["embed-classes", "--classes", "cat,dog", "--model-config", "otseg-tiny", "--out", str(out)]
+    result = CliRunner().invoke(otseg_main, args)
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (2, 3, 32)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--preset", "nope"], "unknown preset"),
+        (["train", "--preset", "voc-transductive"], "init_from"),
+        (["train", "--set", "iters"], "expected key=value"),
+        (["train", "--set", "no_such_key=1"], "unknown training config keys"),
+        (["predict", "missing.png", "--classes", "a"], "does not exist"),
+        (["eval", "--dataset", "voc"], "exactly one of --model"),
+        (["embed-classes", "--out", "x.npy"], "exactly one of --classes"),
+        (["embed-classes", "--classes", "a,,b", "--out", "x.npy"], "must not be empty"),
+        (["eval", "--max-images", "0"], "0 is not in the range"),
+    ],
+)
+def test_bad_options_give_usage_errors_not_tracebacks(args, message):
+    result = CliRunner().invoke(otseg_main, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "embed-classes", "demo"])
+def test_help_of_every_command(command):
+    result = CliRunner().invoke(otseg_main, [command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_otkit_bench_quick_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(otkit_main, ["bench", "--quick", "--suite", "memory", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    peaks = {r["mode"]: r["extra"]["peak_x_cost"] for r in rows}
+    if peaks["grad=implicit"] is not None:  # glibc heap statistics available
+        assert peaks["grad=implicit"] < peaks["grad=unroll"]
