@@ -17,7 +17,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/otkit bench --quick --suite sinkhorn --repeat 3
+	$(BIN)/otseg demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

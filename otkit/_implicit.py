@@ -22,6 +22,8 @@ plan, the value) are unaffected, and the solve is regularised along that directi
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -116,7 +118,10 @@ def implicit_vjp(
 
     Shapes: cost ``(*batch, n, m)``, a and f ``(*batch, n)``, b and g ``(*batch, m)``.
     """
-    e = (f.unsqueeze(-1) + g.unsqueeze(-2)).sub_(cost).div_(eps).exp_()  # (*batch, n, m), built in place
+    # (*batch, n, m), built in place. The exponent is capped below the dtype's overflow: only entries of zero
+    # (or vanishing) weight exceed it, and their terms are multiplied by those weights.
+    cap = 0.9 * math.log(torch.finfo(cost.dtype).max)
+    e = (f.unsqueeze(-1) + g.unsqueeze(-2)).sub_(cost).div_(eps).clamp_(max=cap).exp_()
     dr = _kappa(rho_a, eps) * (e @ b.unsqueeze(-1)).squeeze(-1)
     dc = _kappa(rho_b, eps) * (a.unsqueeze(-2) @ e).squeeze(-2)
     singular = rho_a is None and rho_b is None

@@ -108,7 +108,7 @@ def solve_log(
         if check:
             with torch.no_grad():
                 col = torch.exp(log_b + ge + lse)
-                target = b if rho_b is None else b * torch.exp(-ge * (eps / rho_b))
+                target = b if rho_b is None else torch.exp(log_b - ge * (eps / rho_b))  # no 0 * inf
                 errors.append(_column_error(col, b, target))
         ge = -lam_b * lse
         if check and _should_stop(errors[-1], tol):
@@ -224,7 +224,7 @@ def solve_kernel(
                     g = torch.zeros_like(b) if g0 is None else g0
                     if ktu_prev is not None:
                         g = g + eps * log_scaling(ktu_prev, lam_b, log_beta)
-                    target = b * torch.exp(-g / rho_b)
+                    target = torch.exp(torch.log(b) - g / rho_b)  # log 0 = -inf: no 0 * inf
                 errors.append(_column_error(bv * ktu, b, target))
         bv = weighted(ktu, lam_b, b_beta)
         if check and _should_stop(errors[-1], tol):

@@ -12,7 +12,19 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["check_positive_float", "check_rho", "compute_dtype", "is_tracing", "prepare_marginal"]
+__all__ = [
+    "check_cost",
+    "check_positive_float",
+    "check_precision",
+    "check_rho",
+    "compute_dtype",
+    "is_tracing",
+    "prepare_marginal",
+]
+
+# Largest max|C| / eps a dtype resolves: potentials carry |C| with relative rounding u (6e-8 in float32), which
+# becomes an error of |C| * u / eps in the plan's exponent; at these ratios that error reaches about 1%.
+PRECISION_LIMIT = {torch.float32: 1e5, torch.float64: 1e13}
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -78,6 +90,20 @@ def check_cost(cost: Tensor, name: str = "cost") -> None:
         raise ValueError(
             f"{name} contains {bad} values. Sinkhorn needs finite costs: replace them (for example with a large "
             "finite cost for forbidden pairs) or clean the features that produced them."
+        )
+
+
+def check_precision(cost: Tensor, eps: float) -> None:
+    """Raise when ``max |C| / eps`` is beyond what the compute dtype of ``cost`` can resolve (one host read)."""
+    if is_tracing():
+        return
+    limit = PRECISION_LIMIT[cost.dtype]
+    ratio = float(cost.detach().abs().max()) / eps
+    if ratio > limit:
+        raise ValueError(
+            f"max |cost| / eps = {ratio:.3g} exceeds {limit:.0e}, beyond what {cost.dtype} resolves: the plan would "
+            "be dominated by rounding. Subtract a constant from the cost (a balanced plan does not change, e.g. "
+            "cost - cost.amin()), rescale it, raise eps, or use float64."
         )
 
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from otkit.multi_prompt import multi_prompt_transport
+from otkit._validation import check_cost
+from otkit.multi_prompt import multi_prompt_transport, unit_vectors
 from otkit.sinkhorn import Domain, GradMode, sinkhorn
 
 __all__ = ["MultiPromptSinkhornAttention", "SinkhornAttention", "sinkhorn_attention"]
@@ -96,10 +97,11 @@ def sinkhorn_attention(
     if cost == "dot":
         c = -(q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
     else:
-        c = 1 - F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
-    a = _padding_weights(query_padding_mask, c.shape[:-1], c, "query_padding_mask")
-    b = _padding_weights(key_padding_mask, c.shape[:-2] + c.shape[-1:], c, "key_padding_mask")
-    c32 = c.float() if c.dtype in (torch.float16, torch.bfloat16) else c
+        c = 1 - unit_vectors(q) @ unit_vectors(k).transpose(-1, -2)
+    check_cost(c, "attention cost (from q and k)")  # NaN/Inf in q or k: an error, also at n_iter=1
+    c32 = c.float() if c.dtype in (torch.float16, torch.bfloat16) else c  # weights and plan in float32 at least
+    a = _padding_weights(query_padding_mask, c32.shape[:-1], c32, "query_padding_mask")
+    b = _padding_weights(key_padding_mask, c32.shape[:-2] + c32.shape[-1:], c32, "key_padding_mask")
     logits = -c32 / eps  # (..., L_q, L_k)
     if b is not None:
         logits = logits + torch.log(b).unsqueeze(-2)  # padded keys: -inf, zero weight

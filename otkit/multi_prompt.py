@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from otkit.result import SinkhornResult
 from otkit.sinkhorn import Domain, GradMode, sinkhorn
 
-__all__ = ["MultiPromptTransport", "multi_prompt_transport"]
+__all__ = ["MultiPromptTransport", "multi_prompt_transport", "unit_vectors"]
+
+
+def unit_vectors(x: Tensor, dim: int = -1) -> Tensor:
+    """L2-normalise along ``dim`` in float32 (half precision cannot hold the norm's floor), back in x's dtype.
+
+    A zero vector stays zero instead of becoming NaN.
+    """
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return F.normalize(work, dim=dim).to(x.dtype)
 
 
 class MultiPromptTransport(NamedTuple):
@@ -88,8 +98,8 @@ def multi_prompt_transport(
     _check_features(pixels, prompts)
     batch, n_pix, _ = pixels.shape
     n_cls, n_prompt = prompts.shape[-3:-1]
-    pix = F.normalize(pixels, dim=-1)
-    txt = F.normalize(prompts, dim=-1)
+    pix = unit_vectors(pixels)
+    txt = unit_vectors(prompts)
     # Built as (B, K, N, M) so that the pixel axis, the long one, is contiguous (the solver's preferred layout).
     if txt.dim() == 3:
         sim_t = (txt.reshape(n_cls * n_prompt, -1) @ pix.transpose(1, 2)).view(batch, n_cls, n_prompt, n_pix)

@@ -10,6 +10,12 @@ from torch import Tensor
 __all__ = ["SinkhornResult"]
 
 
+def _safe_log(w: Tensor) -> Tensor:
+    """``log w`` with ``-inf`` at zeros and a zero (not NaN) gradient there."""
+    positive = w > 0
+    return torch.where(positive, torch.log(torch.where(positive, w, 1.0)), -torch.inf)
+
+
 def _generalised_kl(p: Tensor, q: Tensor) -> Tensor:
     """``sum p log(p / q) - p + q`` over the last dim, with ``0 log 0 = 0``. Shapes ``(..., n) -> (...)``.
 
@@ -61,9 +67,13 @@ class SinkhornResult:
 
     @property
     def plan(self) -> Tensor:
-        """The transport plan ``(*batch, n, m)``, differentiable through the potentials and the inputs."""
+        """The transport plan ``(*batch, n, m)``, differentiable through the potentials and the inputs.
+
+        Computed as ``exp((f + g - C) / eps + log a + log b)``: a zero weight gives an exact zero even where the
+        exponent of its (meaningless) potential is huge, and a zero gradient.
+        """
         log_kernel = (self.f.unsqueeze(-1) + self.g.unsqueeze(-2) - self.cost) / self.eps
-        return self.a.unsqueeze(-1) * self.b.unsqueeze(-2) * torch.exp(log_kernel)
+        return torch.exp(log_kernel + _safe_log(self.a).unsqueeze(-1) + _safe_log(self.b).unsqueeze(-2))
 
     @property
     def error(self) -> Tensor:
@@ -90,8 +100,8 @@ class SinkhornResult:
         ``|P 1 - a * exp(-f / rho)|_1``, the condition an unbalanced optimum satisfies.
         """
         rows, cols = self.marginals()
-        target_a = self.a if self.rho_a is None else self.a * torch.exp(-self.f / self.rho_a)
-        target_b = self.b if self.rho_b is None else self.b * torch.exp(-self.g / self.rho_b)
+        target_a = self.a if self.rho_a is None else torch.exp(_safe_log(self.a) - self.f / self.rho_a)
+        target_b = self.b if self.rho_b is None else torch.exp(_safe_log(self.b) - self.g / self.rho_b)
         return (rows - target_a).abs().sum(-1), (cols - target_b).abs().sum(-1)
 
     @property

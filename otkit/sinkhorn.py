@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal
 
@@ -15,6 +16,7 @@ from otkit._triton import select_backend, solve_triton
 from otkit._validation import (
     check_cost,
     check_positive_float,
+    check_precision,
     check_rho,
     compute_dtype,
     is_tracing,
@@ -60,6 +62,20 @@ def _check_masses(a: Tensor, b: Tensor) -> None:
             f"a and b have different total masses (largest relative gap {gap.item():.3g}) but the problem is "
             "balanced. Normalise both to the same mass (for example a / a.sum(-1, keepdim=True)), or relax a "
             "marginal with rho_a= / rho_b= (unbalanced OT)."
+        )
+
+
+def _check_plan_range(result: SinkhornResult) -> None:
+    """An unbalanced optimum may hold more mass than the dtype can represent (very negative costs): refuse it."""
+    with torch.no_grad():
+        log_plan = (result.f.unsqueeze(-1) + result.g.unsqueeze(-2) - result.cost) / result.eps
+        log_plan = log_plan + torch.log(result.a).unsqueeze(-1) + torch.log(result.b).unsqueeze(-2)
+        largest = float(log_plan.max())
+    if largest > math.log(torch.finfo(result.cost.dtype).max):
+        raise ValueError(
+            f"the unbalanced optimum has plan entries near exp({largest:.3g}), beyond {result.cost.dtype}: with "
+            "relaxed marginals, very negative costs make it worth creating mass without bound. Raise the cost "
+            "(unbalanced solutions depend on its offset), raise rho_a/rho_b or eps, or use float64."
         )
 
 
@@ -152,7 +168,8 @@ def sinkhorn(
 
     Raises:
         ValueError: on NaN/Inf costs or weights, negative or zero-mass marginals, unequal masses in a balanced
-            problem, shapes that do not match, ``eps <= 0`` or an empty dimension, or ``backend="triton"`` where
+            problem, shapes that do not match, ``eps <= 0``, an empty dimension, ``max |C| / eps`` beyond the
+            dtype's resolution (1e5 in float32, 1e13 in float64), or ``backend="triton"`` where
             the kernel cannot run. The message names the argument and the fix.
 
     Example:
@@ -188,6 +205,7 @@ def sinkhorn(
     tol = None if tol is None else float(tol)
 
     work = cost.to(compute_dtype(cost.dtype))
+    check_precision(work, eps)
     a = prepare_marginal(a, work.shape[:-1], work, "a", "n")
     b = prepare_marginal(b, work.shape[:-2] + work.shape[-1:], work, "b", "m")
     if rho_a is None and rho_b is None and not is_tracing():
@@ -251,6 +269,8 @@ def sinkhorn(
         domain=kind,
         backend="triton" if use_triton else "torch",
     )
+    if unbalanced and not is_tracing():
+        _check_plan_range(result)
     if tol is not None and not is_tracing():
         failed = int((~result.converged).sum())
         if failed:

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
+from otkit.multi_prompt import unit_vectors
+
 __all__ = ["PromptedVisionTransformer", "resize_positional_embedding"]
 
 
@@ -141,6 +143,6 @@ class PromptedVisionTransformer(nn.Module):
             x = block(x)
         x = self.ln_post(self.prompt_norm(x)) @ self.proj  # (B, 1 + T + h*w, C)
         patches = x[:, 1 + t :]  # (B, h*w, C)
-        global_embedding = F.normalize(x[:, 0] if self.pool_type == "tok" else patches.mean(1), dim=-1)
+        global_embedding = unit_vectors(x[:, 0] if self.pool_type == "tok" else patches.mean(1))
         dense = patches.transpose(1, 2).reshape(batch, -1, h, w)
-        return F.normalize(dense, dim=1), global_embedding
+        return unit_vectors(dense, dim=1), global_embedding
