@@ -8,9 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelConfig", "add_model_config", "get_model_config", "list_models"]
+__all__ = ["ModelConfig", "add_model_config", "check_config_keys", "get_model_config", "list_models"]
 
 _CONFIG_DIR = Path(__file__).parent / "configs" / "models"
+
+
+def check_config_keys(cls: type, values: dict[str, Any], what: str) -> None:
+    """Raise a ValueError listing the valid keys when ``values`` has keys that ``cls`` (a dataclass) lacks."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; valid keys: {sorted(known)}.")
 
 
 @dataclass(frozen=True)
@@ -79,10 +87,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}.")
+        check_config_keys(cls, values, "model config")
         return cls(**values)
 
     def replace(self, **changes: Any) -> ModelConfig:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from otseg.build import build_otseg
 from otseg.checkpoint import load_model, save_model
-from otseg.config import ModelConfig, get_model_config
+from otseg.config import ModelConfig, check_config_keys, get_model_config
 from otseg.data.classes import IGNORE_INDEX, ZeroShotSplit
 from otseg.data.transforms import TrainTransform
 from otseg.evaluate import evaluate
@@ -111,10 +111,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; valid keys: {sorted(known)}.")
+        check_config_keys(cls, values, "training config")
         values = dict(values)
         for key in ("resize_scale", "ratio_range"):
             if key in values:

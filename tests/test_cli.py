@@ -83,6 +83,15 @@ def test_predict_command_on_real_images(trained, fixtures_dir, tmp_path):
         assert (tmp_path / f"{stem}_overlay.png").is_file()
 
 
+def test_predict_reports_an_unreadable_image(trained, tmp_path):
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is not a png")
+    args = ["predict", str(bad), "--model", str(trained / "model.safetensors"), "--classes", "a,b"]
+    result = CliRunner().invoke(otseg_main, [*args, "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert str(bad) in result.output
+
+
 def test_embed_classes_command(tmp_path):
     out = tmp_path / "emb.npy"
     args = ["embed-classes", "--classes", "cat,dog", "--model-config", "otseg-tiny", "--out", str(out)]

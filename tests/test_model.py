@@ -311,3 +311,15 @@ def test_paper_checkpoint_with_pickled_code_is_refused(tmp_path):
     torch.save({"state_dict": {"a": torch.zeros(1)}, "meta": Evil()}, path)
     with pytest.raises(ValueError, match="refusing to execute"):
         load_paper_checkpoint(tiny(), path)
+
+
+def test_torchscript_archives_are_only_read_as_clip_weights(tmp_path):
+    """A TorchScript archive is a program: model files and paper checkpoints never load one."""
+    from otseg.clip import read_state_dict
+
+    source = tmp_path / "archive.pt"
+    torch.jit.save(_trace(_reference_clip()), str(source))
+    with pytest.raises(ValueError, match="TorchScript archive"):
+        read_state_dict(source)
+    with pytest.raises(ValueError, match="TorchScript archive"):
+        load_paper_checkpoint(tiny(), source)
