@@ -23,13 +23,16 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils.data import Dataset
 
 from otseg.build import RandomWeightsWarning
 from otseg.checkpoint import load_model
 from otseg.clip import WordTokenizer, build_clip, save_local_dir
 from otseg.clip_pretrain import PretrainConfig, pretrain_clip, zero_shot_accuracy
 from otseg.config import ModelConfig
-from otseg.data.synthetic import SyntheticWorld, diagonal_split
+from otseg.data.classes import ZeroShotSplit
+from otseg.data.synthetic import SyntheticSegmentationDataset, SyntheticWorld, diagonal_split
+from otseg.evaluate import evaluate
 from otseg.inference import InferenceSettings, OTSegPredictor
 from otseg.modeling.text_encoder import templates_for
 from otseg.plots import colour_palette, overlay, save_prediction_figure
@@ -110,6 +113,25 @@ def _train_otseg(
         return train(cfg)
 
 
+class _SeenOnly(Dataset):
+    """Held-out images of seen classes, labels renumbered to the seen-class list."""
+
+    def __init__(self, images: SyntheticSegmentationDataset, split: ZeroShotSplit) -> None:
+        self.images, self.lut = images, split.inductive_label_map()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.images[index]
+        return {**item, "label": self.lut[item["label"]]}
+
+
+def _seen_only_set(world: SyntheticWorld, split: ZeroShotSplit, length: int) -> _SeenOnly:
+    images = SyntheticSegmentationDataset(world, length, classes=split.seen, stream=2, zero_shot_split=split)
+    return _SeenOnly(images, split)
+
+
 def _picture(out: Path, summary: dict[str, Any], world: SyntheticWorld, split, clip_weights: str, synthetic) -> Path:
     from otseg.run_data import synthetic_run_data
 
@@ -177,7 +199,7 @@ def run_demo(out: Path, *, quick: bool = False, console: Console | None = None) 
     )
 
     # 3. OTSeg with the pre-trained CLIP, and with a random CLIP
-    iters = 20 if quick else 300
+    iters = 20 if quick else 450
     runs = {}
     for label, weights in (("pre-trained tiny CLIP", clip_weights), ("random CLIP (ablation)", None)):
         folder = out / ("otseg" if weights else "otseg-random-clip")
@@ -185,15 +207,32 @@ def run_demo(out: Path, *, quick: bool = False, console: Console | None = None) 
         runs[label] = _train_otseg(folder, model_file, weights, iters, synthetic, progress=not quick)
 
     # 4. results
+    seen_only = _seen_only_set(world, split, 40 if quick else 150)
     table = Table(title="Zero-shot segmentation of unseen classes (synthetic world)")
-    for col in ("CLIP", "mIoU(S)", "mIoU(U)", "hIoU"):
+    for col in ("CLIP", "mIoU(S)", "mIoU(U)", "hIoU", "seen, seen names only"):
         table.add_column(col, justify="right" if col != "CLIP" else "left")
     results = {}
     for label, summary in runs.items():
         m = summary["metrics"]
+        model, _ = load_model(summary["model"], clip_weights=clip_weights if "pre-trained" in label else None)
+        supervised = evaluate(
+            model,
+            seen_only,
+            ZeroShotSplit("seen names", split.seen_names, ()),
+            settings=InferenceSettings(short_side=None, mode="whole"),
+            calibrate_seen=False,
+            show_progress=False,
+        )
         results[label] = {k: m[k] for k in ("miou_seen", "miou_unseen", "hiou", "miou")}
-        table.add_row(label, *(f"{m[k]:.1f}" for k in ("miou_seen", "miou_unseen", "hiou")))
+        results[label]["miou_seen_names_only"] = supervised.miou
+        table.add_row(
+            label, *(f"{v:.1f}" for v in (*(m[k] for k in ("miou_seen", "miou_unseen", "hiou")), supervised.miou))
+        )
     console.print(table)
+    console.print(
+        "  mIoU(S), mIoU(U), hIoU: images with unseen classes, all 24 names offered, seen classes calibrated "
+        "(-0.1). Last column: images of seen classes, only the 20 seen names offered (what training optimised)."
+    )
     picture = _picture(out, runs["pre-trained tiny CLIP"], world, split, clip_weights, synthetic)
     elapsed = time.perf_counter() - start
     report = {
