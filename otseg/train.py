@@ -573,6 +573,7 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
             "setting": cfg.setting,
             "step": step,
             "dataset": cfg.dataset,
+            "synthetic": cfg.synthetic,
             "clip_weights": cfg.clip_weights,
             "metrics": {k: v for k, v in last_metrics.items() if k != "per_class"},
         }

@@ -69,6 +69,13 @@ def test_eval_command_on_a_folder_dataset(trained, tmp_path):
     assert "mIoU(U)" in result.output
 
 
+def test_eval_command_on_the_synthetic_world_of_the_model(trained):
+    args = ["eval", "--model", str(trained / "model.safetensors"), "--dataset", "synthetic", "--mode", "whole"]
+    result = CliRunner().invoke(otseg_main, [*args, "--short-side", "64", "--no-per-class"])
+    assert result.exit_code == 0, result.output
+    assert "mIoU(U)" in result.output and "3 images" in result.output
+
+
 def test_predict_command_on_real_images(trained, fixtures_dir, tmp_path):
     images = sorted(str(p) for p in (fixtures_dir / "ade20k_sample" / "images").glob("*.jpg"))[:2]
     args = ["predict", *images, "--model", str(trained / "model.safetensors"), "--classes", "wall,floor,person"]
