@@ -54,7 +54,7 @@ def test_tiny_model_overfits_a_few_images():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     after = _miou(model, images, labels, text)
     assert sum(losses[-10:]) / 10 < 0.3 * sum(losses[:10]) / 10
     assert after > before + 25 and after > 60
