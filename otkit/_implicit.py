@@ -23,6 +23,7 @@ plan, the value) are unaffected, and the solve is regularised along that directi
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -94,11 +95,20 @@ def _cg_symmetric(e: Tensor, w: Tensor, b: Tensor, dc: Tensor, rhs: Tensor, sing
         y = y + alpha * p
         r = r - alpha * ap
         if it % 10 == 9 and bool((r.norm(dim=-1, keepdim=True) <= tol * scale).all()):
-            break
+            return y
         z = r / diag
         rz_new = (r * z).sum(-1, keepdim=True)
         p = z + (rz_new / rz.clamp_min(torch.finfo(e.dtype).tiny)) * p
         rz = rz_new
+    worst = float((r.norm(dim=-1, keepdim=True) / scale).max())
+    if worst > tol:
+        warnings.warn(
+            f"the implicit backward's conjugate-gradient solve stopped at relative residual {worst:.2g} "
+            f"(> {tol:g}); gradients are approximate. Converge the forward further (smaller tol) or use "
+            "grad='unroll'.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return y
 
 

@@ -262,15 +262,17 @@ class MultiPromptSinkhornAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, queries: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, queries: Tensor, pixels: Tensor, need_output: bool = True) -> tuple[Tensor | None, Tensor]:
         """Attend prompt tokens to pixels.
 
         Args:
             queries: ``(B, K, N, C)`` prompt (relationship-descriptor) tokens.
             pixels: ``(B, M, C)`` pixel tokens.
+            need_output: Compute the attended tokens (``False``: only the mask logits, skipping the value and
+                output projections).
 
         Returns:
-            ``(B, K, N, C)`` attended tokens and ``(B, K, M)`` mask logits.
+            ``(B, K, N, C)`` attended tokens (``None`` without ``need_output``) and ``(B, K, M)`` mask logits.
         """
         if queries.dim() != 4 or pixels.dim() != 3:
             raise ValueError(
@@ -280,6 +282,8 @@ class MultiPromptSinkhornAttention(nn.Module):
         transport = multi_prompt_transport(
             self.k(pixels), self.q(queries), self.eps, max_iter=self.max_iter, tol=self.tol, grad=self.grad
         )
+        if not need_output:
+            return None, transport.score
         plan = self.attn_drop(transport.plan)  # (B, K, M, N)
         values = self.v(pixels)  # (B, M, C)
         attended = plan.transpose(-1, -2).to(values.dtype) @ values.unsqueeze(1)  # (B, K, N, C)

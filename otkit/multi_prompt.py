@@ -98,14 +98,18 @@ def multi_prompt_transport(
     _check_features(pixels, prompts)
     batch, n_pix, _ = pixels.shape
     n_cls, n_prompt = prompts.shape[-3:-1]
-    pix = unit_vectors(pixels)
-    txt = unit_vectors(prompts)
-    # Built as (B, K, N, M) so that the pixel axis, the long one, is contiguous (the solver's preferred layout).
-    if txt.dim() == 3:
-        sim_t = (txt.reshape(n_cls * n_prompt, -1) @ pix.transpose(1, 2)).view(batch, n_cls, n_prompt, n_pix)
-    else:
-        sim_t = txt.reshape(batch, n_cls * n_prompt, -1) @ pix.transpose(1, 2)
-        sim_t = sim_t.view(batch, n_cls, n_prompt, n_pix)
+    # The similarity is the cost: built in float32 at least, outside autocast (at eps 0.05, bfloat16 rounding of
+    # the cosines would move the plan by percents). It is small next to the features that produce it.
+    work = torch.promote_types(pixels.dtype, torch.float32)
+    with torch.autocast(pixels.device.type, enabled=False):
+        pix = unit_vectors(pixels.to(work))
+        txt = unit_vectors(prompts.to(work))
+        # (B, K, N, M): the pixel axis, the long one, contiguous (the solver's preferred layout).
+        if txt.dim() == 3:
+            sim_t = (txt.reshape(n_cls * n_prompt, -1) @ pix.transpose(1, 2)).view(batch, n_cls, n_prompt, n_pix)
+        else:
+            sim_t = txt.reshape(batch, n_cls * n_prompt, -1) @ pix.transpose(1, 2)
+            sim_t = sim_t.view(batch, n_cls, n_prompt, n_pix)
     similarity = sim_t.transpose(-1, -2)  # (B, K, M, N)
     if pixel_weights is not None and pixel_weights.dim() == 2:
         pixel_weights = pixel_weights.unsqueeze(1)  # (B, M) -> (B, 1, M)

@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "load_model",
     "load_paper_checkpoint",
+    "load_partial_state",
     "map_paper_state_dict",
     "read_model_metadata",
     "save_model",
@@ -128,12 +129,18 @@ def _load_strict(model: OTSeg, state: dict[str, Tensor], source: str, partial: b
     model.load_state_dict(state, strict=not partial)
 
 
+def load_partial_state(model: OTSeg, state: dict[str, Tensor], source: str) -> None:
+    """Load a subset of the weights (e.g. the trained ones), strictly: every key known, every shape right."""
+    _load_strict(model, state, source, partial=True)
+
+
 def load_model(
     path: str | Path,
     *,
     clip_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[OTSeg, dict[str, Any]]:
     """Rebuild a model from one of our files (architecture from the file's config) and its metadata.
 
@@ -142,10 +149,14 @@ def load_model(
         clip_weights: CLIP weights, required when the file holds only the trained weights.
         cache_dir: Class-embedding cache folder.
         device: Where to put the model.
+        overrides: Config values to change before building (e.g. ``{"sinkhorn_grad": "implicit"}``); the weights
+            must still fit.
     """
     from otseg.build import build_otseg
 
     config, meta, trainable_only = read_model_metadata(path)
+    if overrides:
+        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
     if trainable_only and clip_weights is None:
         raise CheckpointError(f"{path} holds only the trained weights; pass the CLIP weights it was trained on.")
     import warnings

@@ -25,6 +25,7 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.model import CLIP
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -59,6 +60,11 @@ def build_clip(clip: str | dict[str, Any], quick_gelu: bool) -> CLIP:
     """An open_clip ``CLIP`` with random weights for the architecture ``clip``."""
     cfg = clip_architecture(clip)
     extra = {k: v for k, v in cfg.items() if k not in ("embed_dim", "vision_cfg", "text_cfg", "custom_text")}
+    if extra.pop("quick_gelu", quick_gelu) != quick_gelu:
+        raise ValueError(
+            f"the architecture {clip if isinstance(clip, str) else 'given'} sets quick_gelu={not quick_gelu}, the "
+            f"model config quick_gelu={quick_gelu}; make them agree (OpenAI weights need QuickGELU)."
+        )
     if cfg.get("custom_text") or "hf_model_name" in cfg.get("text_cfg", {}) or "timm_model_name" in cfg["vision_cfg"]:
         raise ValueError("only CLIPs with open_clip's own ViT image tower and text transformer are supported.")
     return CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=quick_gelu, **extra)
@@ -150,7 +156,7 @@ def read_state_dict(path: str | Path, *, allow_torchscript: bool = False) -> dic
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
             return {k: v for k, v in state.items() if k not in _NON_WEIGHT_KEYS}
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, KeyError, SafetensorError) as err:
         raise ValueError(f"could not read {path}: the file is corrupt, truncated or not a checkpoint ({err}).") from err
     except Exception as err:  # torch.load(weights_only=True) raises UnpicklingError for code-carrying pickles
         if type(err).__name__ == "UnpicklingError":
@@ -166,7 +172,12 @@ def _resolve_local_dir(folder: Path) -> tuple[Path, dict[str, Any] | None]:
     if not folder.is_dir():
         raise FileNotFoundError(f"local-dir: folder {folder} not found.")
     config_file = folder / "open_clip_config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    config = None
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_file} is not valid JSON ({err}).") from err
     for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name, config
@@ -191,8 +202,14 @@ def load_clip_weights(model: CLIP, source: str | Path, *, quick_gelu: bool | Non
     """
     source = str(source)
     if source.startswith("local-dir:"):
-        path, _ = _resolve_local_dir(Path(source[len("local-dir:") :]))
+        path, config = _resolve_local_dir(Path(source[len("local-dir:") :]))
         torchscript = False
+        recorded = (config or {}).get("model_cfg", {}).get("quick_gelu")
+        if recorded is not None and quick_gelu is not None and recorded != quick_gelu:
+            raise ValueError(
+                f"{source} was saved with quick_gelu={recorded}, the model uses quick_gelu={quick_gelu}; "
+                "its features would be wrong. Set quick_gelu in the model config to match."
+            )
     else:
         path = Path(source)
         torchscript = path.is_file() and is_torchscript_archive(path)

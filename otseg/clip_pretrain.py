@@ -31,7 +31,7 @@ class PretrainConfig:
 
     steps: int = 700  # optimizer steps
     batch_size: int = 64  # images per step
-    lr: float = 5e-4  # peak learning rate (AdamW)
+    lr: float = 1e-3  # peak learning rate (AdamW); needs the warm-up below
     warmup: int = 70  # linear warm-up steps (without it training can collapse to log(batch))
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # max gradient norm

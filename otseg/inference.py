@@ -21,10 +21,12 @@ class InferenceSettings:
     """How an image is resized and cut into windows (the paper's test pipeline).
 
     Attributes:
-        short_side: Resize so the short side has this length, keeping the aspect ratio, capped so the long side
-            stays within ``long_side_max`` (mmsegmentation's ``Resize(scale=(2048, 512), keep_ratio=True)``).
+        short_side: Resize so the short side has this length, keeping the aspect ratio. The paper's pipelines use
+            ``Resize(img_scale, keep_ratio=True, min_size=512)`` of mmsegmentation 0.24, which sets the short side
+            to ``max(min(img_scale), 512)``: 512 for VOC and COCO-Stuff (2048, 512), 520 for Context (520, 520).
             ``None`` keeps the image size.
-        long_side_max: Upper bound of the long side after resizing.
+        long_side_max: Upper bound of the long side after resizing (a memory guard for panoramas; the paper's
+            pipeline has none, so this only matters for aspect ratios beyond 4).
         mode: ``"slide"`` (crop windows averaged) or ``"whole"`` (one pass on the whole image).
         crop: Window size (512; Context 480).
         stride: Window stride (426; Context 80).
@@ -37,6 +39,10 @@ class InferenceSettings:
     stride: int = 426
 
     def __post_init__(self) -> None:
+        if self.short_side is not None and not 16 <= self.short_side <= self.long_side_max:
+            raise ValueError(
+                f"short_side must be None or in [16, long_side_max={self.long_side_max}], got {self.short_side}."
+            )
         if self.mode not in ("slide", "whole"):
             raise ValueError(f"mode must be 'slide' or 'whole', got {self.mode!r}.")
         if self.crop < 1 or self.stride < 1 or self.stride > self.crop:

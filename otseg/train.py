@@ -18,8 +18,11 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from otseg.build import build_otseg
-from otseg.checkpoint import load_model, save_model
+from otseg.checkpoint import load_model, load_partial_state, save_model
 from otseg.config import ModelConfig, check_config_keys, get_model_config
 from otseg.data.classes import IGNORE_INDEX, ZeroShotSplit
 from otseg.data.transforms import TrainTransform
@@ -71,7 +74,7 @@ class TrainConfig:
     # optimisation
     iters: int = 20000  # optimizer steps
     batch_size: int = 16  # global batch (all processes, all accumulation micro-steps)
-    grad_accum: int = 1  # micro-steps per optimizer step
+    grad_accum: int = 1  # micro-steps per optimizer step (each normalises its loss by its own present masks)
     lr: float = 2e-4  # learning rate of every trainable parameter
     weight_decay: float = 0.01  # AdamW decay (none on norm layers)
     warmup_iters: int = 1500  # linear warm-up steps
@@ -106,7 +109,18 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.setting == "transductive" and self.init_from is None:
-            raise ValueError("transductive training starts from an inductive model: set init_from=<model file>.")
+            raise ValueError(
+                "transductive training starts from an inductive model: set init_from=<model file>, e.g. "
+                "runs/voc-inductive/model_step10000.safetensors."
+            )
+        check_config_keys(ModelConfig, self.model_overrides, "model_overrides")
+        self.eval_settings()  # validates the evaluation values now, not after hours of training
+
+    def eval_settings(self) -> InferenceSettings:
+        """The test-time resize and window settings of this run."""
+        return InferenceSettings(
+            short_side=self.eval_short_side, mode=self.eval_mode, crop=self.eval_crop, stride=self.eval_stride
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -238,8 +252,8 @@ class _AugmentedSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
         index, draw = key
         item = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + draw)
+        with torch.random.fork_rng(devices=[]):  # only the CPU generator: CUDA's (dropout) stays untouched
+            torch.default_generator.manual_seed(self.seed * 1_000_003 + draw)
             image, label = self.transform(item["image"], item["label"])
         return image, self.label_map[label]
 
@@ -293,11 +307,16 @@ def _label_map(split: ZeroShotSplit, setting: str) -> Tensor:
     return lut
 
 
-def _pseudo_label(labels: Tensor, outputs: dict[str, Tensor], unseen: Tensor) -> Tensor:
-    """Fill ``UNSEEN_MARK`` pixels with the argmax over unseen classes of the ensemble (no gradient)."""
+def _pseudo_label(labels: Tensor, logits: Tensor, unseen: Tensor) -> Tensor:
+    """Fill ``UNSEEN_MARK`` pixels with the argmax over unseen classes of the ensemble logits (no gradient).
+
+    Args:
+        labels: ``(B, H, W)`` training labels.
+        logits: ``(B, K, h, w)`` OTSeg+ ensemble logits (:meth:`OTSeg.ensemble`), detached.
+        unseen: ``(K,)`` bool.
+    """
     with torch.no_grad():
-        prob = torch.sigmoid(0.5 * outputs["score"].float() + 0.5 * outputs["decoder"].float())
-        prob = prob.masked_fill(~unseen.view(1, -1, 1, 1), -1.0)
+        prob = torch.sigmoid(logits).masked_fill(~unseen.view(1, -1, 1, 1), -1.0)
         if prob.shape[-2:] != labels.shape[-2:]:
             prob = torch.nn.functional.interpolate(prob, size=labels.shape[-2:], mode="nearest")
         return torch.where(labels == UNSEEN_MARK, prob.argmax(1), labels)
@@ -332,14 +351,30 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 # --- checkpoints -------------------------------------------------------------------------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's RNG state: the CPU generator and, on CUDA, its own device's."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _save_training_state(path: Path, model: OTSeg, optimizer, scaler, step: int, cfg: TrainConfig, best) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _checkpoint_bytes(model: OTSeg, full: bool) -> int:
+    """Room the checkpoints need: trainable weights with Adam's two moments, the model file, twice (atomic)."""
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    everything = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 2 * (3 * trainable + (everything if full else trainable))
+
+
+def _save_training_state(
+    path: Path, model: OTSeg, optimizer, scaler, step: int, cfg: TrainConfig, best, rng: list[dict[str, Any]]
+) -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     state = {
         "format": "otseg-train/1",
@@ -347,7 +382,7 @@ def _save_training_state(path: Path, model: OTSeg, optimizer, scaler, step: int,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable},
         "optimizer": optimizer.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng,  # one entry per process, by rank
         "config": cfg.to_dict(),
         "model_config": model.config.to_dict(),
         "best_hiou": best,
@@ -395,28 +430,125 @@ class _Log:
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a model; returns a summary with the output paths and the last metrics.
 
+    A first Ctrl-C (SIGINT) stops at the end of the current step and writes a checkpoint that resumes exactly; a
+    second one interrupts at once (the last periodic checkpoint stays).
+
     Raises:
         TrainingDiverged: if the loss is not finite (the last good checkpoint is kept).
     """
     env = _setup_distributed(cfg)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same model on every process
     out = Path(cfg.out_dir)
-    ckpt_path, model_path = out / "checkpoint.pt", out / "model.safetensors"
     lock = None
     if env.main:
-        _check_output_dir(out, needed_bytes=64 * 2**20)
+        _check_output_dir(out, needed_bytes=0)
         lock = _acquire_lock(out)
     try:
-        return _train(cfg, env, out, ckpt_path, model_path, resume)
+        with _StopRequest(env) as stop:
+            return _train(cfg, env, out, resume, stop)
     finally:
         if lock is not None:
             lock.unlink(missing_ok=True)
 
 
-def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path: Path, resume: bool):
+class _StopRequest:
+    """SIGINT handling: the first signal asks for a stop at the next step boundary, the second interrupts."""
+
+    def __init__(self, env: _Dist) -> None:
+        self.env, self.flag, self.previous = env, False, None
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        if self.env.main:
+            print("\nstopping after this step (Ctrl-C again to interrupt at once)", flush=True)
+
+    def requested(self) -> bool:
+        """Whether any process was asked to stop (agreed across processes, so all stop at the same step)."""
+        if self.env.world == 1:
+            return self.flag
+        flag = torch.tensor([float(self.flag)], device=self.env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+# Fields a resumed run must share with the checkpoint for the data stream and the optimisation to continue
+# exactly; the others (output, evaluation, logging, workers, iters) may change.
+_RESUME_FREE = {
+    "out_dir",
+    "iters",
+    "eval_interval",
+    "eval_images",
+    "eval_short_side",
+    "eval_crop",
+    "eval_stride",
+    "eval_mode",
+    "checkpoint_interval",
+    "log_interval",
+    "num_workers",
+    "device",
+    "progress",
+}
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    current = json.loads(json.dumps(cfg.to_dict()))
+    saved = json.loads(json.dumps(saved))
+    changed = sorted(k for k in current if k not in _RESUME_FREE and current[k] != saved.get(k))
+    if changed:
+        before = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"cannot resume: {changed} differ from the checkpoint ({before}). Resume with the same values, or start "
+            "a new run in another out_dir."
+        )
+    if current["iters"] != saved["iters"]:
+        warnings.warn(
+            f"resuming with iters={current['iters']} instead of {saved['iters']}: the learning-rate schedule changes "
+            "from here on.",
+            stacklevel=3,
+        )
+
+
+def _gather_rng(env: _Dist) -> list[dict[str, Any]]:
+    """Every process's RNG state, indexed by rank (collective under DDP)."""
+    local = _rng_state(env.device)
+    if env.world == 1:
+        return [local]
+    states: list[Any] = [None] * env.world
+    dist.all_gather_object(states, local)
+    return states
+
+
+def _model_meta(cfg: TrainConfig, split: ZeroShotSplit, step: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "class_names": list(split.class_names),
+        "unseen": list(split.unseen),
+        "setting": cfg.setting,
+        "step": step,
+        "dataset": cfg.dataset,
+        "synthetic": cfg.synthetic,
+        "clip_weights": cfg.clip_weights,
+        "metrics": None if metrics is None else {k: v for k, v in metrics.items() if k != "per_class"},
+    }
+
+
+def _train(cfg: TrainConfig, env: _Dist, out: Path, resume: bool, stop: _StopRequest) -> dict[str, Any]:
+    ckpt_path, model_path = out / "checkpoint.pt", out / "model.safetensors"
     state = _load_training_state(ckpt_path) if resume and ckpt_path.is_file() else None
     if resume and state is None and env.main:
         print(f"no checkpoint at {ckpt_path}: starting from scratch")
+    if state is not None:
+        _check_resume_config(state["config"], cfg)
     start = 0 if state is None else int(state["step"])
 
     # data
@@ -440,17 +572,24 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
         generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG (dropout) untouched
     )
 
-    # model
-    model_cfg = get_model_config(cfg.model).replace(**cfg.model_overrides)
-    if state is not None:  # the architecture comes from the checkpoint, not the command line
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-    if cfg.init_from:
-        model, _ = load_model(cfg.init_from, clip_weights=cfg.clip_weights, cache_dir=out / "cache")
-        model.config = model.config.replace(**cfg.model_overrides)
+    # model: the architecture of a resumed run comes from its checkpoint, not the command line
+    cache = out / "cache"
+    if state is not None:
+        model = build_otseg(
+            ModelConfig.from_dict(state["model_config"]), clip_weights=cfg.clip_weights, cache_dir=cache
+        )
+    elif cfg.init_from:
+        model, _ = load_model(
+            cfg.init_from, clip_weights=cfg.clip_weights, cache_dir=cache, overrides=cfg.model_overrides
+        )
     else:
-        model = build_otseg(model_cfg, clip_weights=cfg.clip_weights, cache_dir=out / "cache")
+        model_cfg = get_model_config(cfg.model).replace(**cfg.model_overrides)
+        model = build_otseg(model_cfg, clip_weights=cfg.clip_weights, cache_dir=cache)
     model.to(env.device)
+    if env.main:
+        _check_output_dir(out, needed_bytes=_checkpoint_bytes(model, full=cfg.clip_weights is None))
     text = model.class_embeddings(names).to(env.device) if model.learnable_context is None else None
+    torch.manual_seed(cfg.seed + env.rank)  # from here on (dropout) the processes differ, reproducibly
     unseen = torch.tensor([n in set(split.unseen_names) for n in names], device=env.device)
     net = model
     if env.world > 1:
@@ -463,28 +602,27 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
     autocast, scaler = _autocast(cfg, env.device)
     best = None
     if state is not None:
-        model.load_state_dict(state["model"], strict=False)
+        load_partial_state(model, state["model"], str(ckpt_path))
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        rng = state["rng"]
+        if len(rng) != env.world:
+            raise ValueError(f"{ckpt_path} was written by {len(rng)} process(es); resume with as many.")
+        _set_rng_state(rng[env.rank], env.device)
         best = state["best_hiou"]
     loss_fn = OTSegLoss(ignore_as_negative=cfg.ignore_as_negative)
     log = _Log(out / "metrics.jsonl", start if state is not None else None) if env.main else None
     if env.main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    settings = InferenceSettings(
-        short_side=cfg.eval_short_side, mode=cfg.eval_mode, crop=cfg.eval_crop, stride=cfg.eval_stride
-    )
 
     def run_eval(step: int) -> dict[str, Any]:
+        nonlocal best
         metrics = evaluate(
             model,
             data.val,
             split,
-            settings=settings,
+            settings=cfg.eval_settings(),
             calibrate_seen=cfg.setting == "inductive",
             max_images=cfg.eval_images,
             device=env.device,
@@ -492,13 +630,20 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
         )
         model.train()
         summary = {k: v for k, v in metrics.as_dict().items() if k != "per_class"}
+        if summary.get("hiou") is not None and (best is None or summary["hiou"] > best):
+            best = summary["hiou"]
         if log is not None:
             log.write(step=step, eval=summary)
         return metrics.as_dict()
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, metrics: dict[str, Any] | None) -> None:
+        rng = _gather_rng(env)  # collective: every process takes part
         if env.main:
-            _save_training_state(ckpt_path, model, optimizer, scaler, step, cfg, best)
+            _save_training_state(ckpt_path, model, optimizer, scaler, step, cfg, best, rng)
+            meta = _model_meta(cfg, split, step, metrics)
+            save_model(
+                model, out / f"model_step{step}.safetensors", trainable_only=cfg.clip_weights is not None, meta=meta
+            )
 
     # loop
     model.train()
@@ -510,6 +655,11 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
         if progress:
             progress.start()
         while step < cfg.iters:
+            if stop.requested():
+                checkpoint(step, last_metrics)
+                if env.main:
+                    print(f"stopped at step {step}: checkpoint written to {ckpt_path}; continue with --resume")
+                return {"interrupted": True, "step": step, "checkpoint": str(ckpt_path)}
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -522,13 +672,17 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
                     step_text = text if text is not None else model.class_embeddings(names)
                     outputs = net(images, step_text)
                     if cfg.setting == "transductive":
-                        labels = _pseudo_label(labels, outputs, unseen)
+                        ensemble = model.ensemble({k: v.detach().float() for k, v in outputs.items()})
+                        labels = _pseudo_label(labels, ensemble, unseen)
                     losses = loss_fn(outputs, labels)
                 loss = losses["loss"] / cfg.grad_accum
-                if not bool(torch.isfinite(loss)):
+                finite = torch.isfinite(loss.detach()).float().reshape(1)
+                if env.world > 1:
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every process stops together
+                if not bool(finite.item()):
                     raise TrainingDiverged(
-                        f"loss is {float(loss)} at step {step}; stopping. The last good checkpoint is {ckpt_path}. "
-                        "Lower lr, use amp=off, or check the data."
+                        f"loss is not finite ({float(loss.detach())} here) at step {step}; stopping. The last good "
+                        f"checkpoint is {ckpt_path}. Lower lr, use amp=off, or check the data."
                     )
                 (scaler.scale(loss) if scaler else loss).backward()
                 for key, value in losses.items():
@@ -550,33 +704,17 @@ def _train(cfg: TrainConfig, env: _Dist, out: Path, ckpt_path: Path, model_path:
                 log.write(step=step, lr=lr, time=time.perf_counter() - t0, **parts)
             if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.iters:
                 last_metrics = run_eval(step)
-            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-                checkpoint(step)
-    except KeyboardInterrupt:
-        checkpoint(step)
-        if env.main:
-            print(f"interrupted at step {step}: checkpoint written to {ckpt_path}; resume with --resume")
-        return {"interrupted": True, "step": step, "checkpoint": str(ckpt_path)}
+            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step < cfg.iters:
+                checkpoint(step, last_metrics)
     finally:
         if progress:
             progress.stop()
 
     last_metrics = run_eval(step)
-    hiou = last_metrics.get("hiou")
-    best = hiou if hiou is not None and (best is None or hiou > best) else best
-    checkpoint(step)
+    checkpoint(step, last_metrics)
     summary = {"step": step, "metrics": last_metrics, "checkpoint": str(ckpt_path), "out_dir": str(out)}
     if env.main:
-        meta = {
-            "class_names": list(split.class_names),
-            "unseen": list(split.unseen),
-            "setting": cfg.setting,
-            "step": step,
-            "dataset": cfg.dataset,
-            "synthetic": cfg.synthetic,
-            "clip_weights": cfg.clip_weights,
-            "metrics": {k: v for k, v in last_metrics.items() if k != "per_class"},
-        }
+        meta = _model_meta(cfg, split, step, last_metrics)
         save_model(model, model_path, trainable_only=cfg.clip_weights is not None, meta=meta)
         from otseg.plots import plot_training_curves
 

@@ -47,9 +47,9 @@ def test_train_command(trained):
 
 
 def test_train_resume_continues(trained):
-    result = CliRunner().invoke(
-        otseg_main, ["train", *TINY_TRAIN, "--set", "iters=4", "--out-dir", str(trained), "--resume"]
-    )
+    args = ["train", *TINY_TRAIN, "--set", "iters=4", "--out-dir", str(trained), "--resume"]
+    with pytest.warns(UserWarning, match="learning-rate schedule changes"):
+        result = CliRunner().invoke(otseg_main, args)
     assert result.exit_code == 0, result.output
     assert "step 4" in result.output
 

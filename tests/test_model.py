@@ -323,3 +323,37 @@ def test_torchscript_archives_are_only_read_as_clip_weights(tmp_path):
         read_state_dict(source)
     with pytest.raises(ValueError, match="TorchScript archive"):
         load_paper_checkpoint(tiny(), source)
+
+
+def test_learnable_context_models_save_and_load(tmp_path):
+    net = tiny(learnable_context=2)
+    assert not any(k.startswith("learnable_context.encoder") for k in net.state_dict())
+    loaded, _ = load_model(save_model(net, tmp_path / "coop.safetensors"))
+    torch.testing.assert_close(loaded.learnable_context.context, net.learnable_context.context)
+
+
+def test_class_embeddings_of_another_width_are_explained(model):
+    with pytest.raises(ValueError, match="width 48"):
+        model(torch.rand(1, 3, 64, 64) * 255, torch.randn(2, 3, 48))
+
+
+def test_quick_gelu_architectures_and_mismatches():
+    assert build_clip("ViT-B-16-quickgelu", True) is not None
+    with pytest.raises(ValueError, match="quick_gelu"):
+        build_clip("ViT-B-16-quickgelu", False)
+
+
+def test_local_dir_records_its_activation(tmp_path):
+    folder = save_local_dir(_reference_clip(), tmp_path / "clip", TINY.clip, quick_gelu=True)
+    with pytest.raises(ValueError, match="quick_gelu"):
+        load_clip_weights(build_clip(TINY.clip, False), f"local-dir:{folder}", quick_gelu=False)
+
+
+def test_corrupt_safetensors_give_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "clip.safetensors"
+    save_file({"w": torch.zeros(4)}, str(path))
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match="corrupt, truncated"):
+        load_clip_weights(build_clip(TINY.clip, True), path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -69,22 +70,23 @@ def test_training_writes_model_curves_and_logs(tmp_path):
     summary = train(tiny_config(tmp_path / "run"))
     out = tmp_path / "run"
     assert summary["step"] == 6 and (out / "model.safetensors").is_file() and (out / "training_curves.png").is_file()
+    assert (out / "model_step3.safetensors").is_file()  # a model file at every checkpoint interval
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
     assert any("eval" in x for x in lines) and summary["metrics"]["miou_unseen"] is not None
     assert not (out / ".lock").exists()
 
 
-def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
+def test_resume_after_ctrl_c_is_bit_exact(tmp_path, monkeypatch):
     train(tiny_config(tmp_path / "straight"))
     real_lr_at = train_module.lr_at
 
-    def interrupt_at_step_4(step, cfg):
-        if step == 4:
-            raise KeyboardInterrupt
+    def ctrl_c_during_step_4(step, cfg):
+        if step == 3:  # the fourth step: it finishes, then the run stops at the boundary
+            os.kill(os.getpid(), signal.SIGINT)
         return real_lr_at(step, cfg)
 
-    monkeypatch.setattr(train_module, "lr_at", interrupt_at_step_4)
+    monkeypatch.setattr(train_module, "lr_at", ctrl_c_during_step_4)
     summary = train(tiny_config(tmp_path / "killed", checkpoint_interval=0))
     assert summary == {"interrupted": True, "step": 4, "checkpoint": str(tmp_path / "killed" / "checkpoint.pt")}
     monkeypatch.setattr(train_module, "lr_at", real_lr_at)
@@ -117,12 +119,23 @@ def test_two_process_ddp_equals_single_process(tmp_path):
 
 def test_pseudo_labels_pick_the_best_unseen_class():
     labels = torch.tensor([[[0, UNSEEN_MARK], [255, UNSEEN_MARK]]])
-    decoder = torch.zeros(1, 3, 2, 2)
-    decoder[0, 0] = 10.0  # a seen class wins everywhere, but pseudo-labels only choose among unseen ones
-    decoder[0, 2, 0, 1] = 5.0
-    decoder[0, 1, 1, 1] = 5.0
-    out = _pseudo_label(labels, {"decoder": decoder, "score": decoder}, torch.tensor([False, True, True]))
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 0] = 10.0  # a seen class wins everywhere, but pseudo-labels only choose among unseen ones
+    logits[0, 2, 0, 1] = 5.0
+    logits[0, 1, 1, 1] = 5.0
+    out = _pseudo_label(labels, logits, torch.tensor([False, True, True]))
     assert out.tolist() == [[[0, 2], [255, 1]]]
+
+
+def test_resume_refuses_a_changed_data_or_optimisation_config(tmp_path):
+    train(tiny_config(tmp_path / "run", iters=2))
+    with pytest.raises(ValueError, match=r"cannot resume: \['batch_size'\]"):
+        train(tiny_config(tmp_path / "run", iters=4, batch_size=2), resume=True)
+
+
+def test_unknown_model_overrides_are_rejected_up_front():
+    with pytest.raises(ValueError, match="unknown model_overrides keys"):
+        tiny_config("unused", model_overrides={"drop_out": 0.0})
 
 
 def test_transductive_needs_an_inductive_model():

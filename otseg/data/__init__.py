@@ -30,7 +30,7 @@ from otseg.data.synthetic import (
     diagonal_split,
     write_folder_dataset,
 )
-from otseg.data.transforms import TestTransform, TrainTransform
+from otseg.data.transforms import TrainTransform
 
 __all__ = [
     "ADE_CLASSES",
@@ -46,7 +46,6 @@ __all__ = [
     "SyntheticSample",
     "SyntheticSegmentationDataset",
     "SyntheticWorld",
-    "TestTransform",
     "TrainTransform",
     "VOCDataset",
     "ZeroShotSplit",

@@ -17,7 +17,6 @@ from torchvision.transforms.v2 import InterpolationMode
 from otseg.data.classes import IGNORE_INDEX
 
 __all__ = [
-    "TestTransform",
     "TrainTransform",
     "photometric_distortion",
     "random_crop_box",
@@ -242,37 +241,3 @@ class TrainTransform:
             img = F.pad(img, [0, 0, pad_w, pad_h], fill=0)
             mask = F.pad(mask, [0, 0, pad_w, pad_h], fill=self.ignore_index)
         return img.as_subclass(Tensor).contiguous(), mask.as_subclass(Tensor).long()
-
-
-class TestTransform:
-    """The test-time resize: fit the image into ``scale`` keeping its aspect ratio (see :func:`rescale_size`).
-
-    With the default ``(2048, 512)`` the short side becomes 512 (PASCAL Context uses ``(520, 520)``: long side
-    520). The label is returned unchanged: predictions are resized back and scored at the original label size.
-
-    Args:
-        scale: ``(long, short)`` bounds.
-    """
-
-    __test__ = False  # not a pytest test class
-
-    def __init__(self, scale: tuple[int, int] = (2048, 512)) -> None:
-        self.scale = _pair(scale, "scale")
-
-    def __repr__(self) -> str:
-        return f"TestTransform(scale={self.scale})"
-
-    def __call__(self, image: Tensor, label: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Resize one image (bilinear, antialiased).
-
-        Args:
-            image: uint8 ``(3, H, W)`` RGB.
-            label: Optional ``(H, W)`` labels, passed through.
-
-        Returns:
-            ``(image uint8 (3, H', W'), label)``.
-        """
-        _check_inputs(image, label)
-        size = list(rescale_size(image.shape[1], image.shape[2], self.scale))
-        img = F.resize(tv_tensors.Image(image), size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        return img.as_subclass(Tensor).contiguous(), label

@@ -51,9 +51,15 @@ class MPSADecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, queries: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
-        """Update ``queries (B, K, N, C)`` from ``pixels (B, M, C)``; also return mask logits ``(B, K, M)``."""
-        attended, logits = self.multihead_attn(queries, pixels)
+    def forward(self, queries: Tensor, pixels: Tensor, need_output: bool = True) -> tuple[Tensor | None, Tensor]:
+        """Update ``queries (B, K, N, C)`` from ``pixels (B, M, C)``; also return mask logits ``(B, K, M)``.
+
+        ``need_output=False`` returns only the logits (``None`` for the queries), skipping the value path and the
+        feed-forward block.
+        """
+        attended, logits = self.multihead_attn(queries, pixels, need_output)
+        if not need_output:
+            return None, logits
         x = self.norm2(queries + self.dropout2(attended))
         x = self.norm3(x + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(x))))))
         return x, logits
@@ -82,10 +88,15 @@ class MPSADecoder(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
         self.layers = nn.ModuleList([MPSADecoderLayer(**layer_kwargs) for _ in range(num_layers)])
 
-    def forward(self, queries: Tensor, pixels: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Run all layers: final queries ``(B, K, N, C)`` and per-layer logits, each ``(B, K, M)``."""
+    def forward(self, queries: Tensor, pixels: Tensor) -> list[Tensor]:
+        """Run all layers; returns every layer's mask logits, each ``(B, K, M)``.
+
+        Only the logits leave the decoder, so the last layer computes nothing else: its value and output
+        projections and feed-forward block (kept for checkpoint compatibility) are unused, as in OTSeg's code.
+        """
         maps = []
-        for layer in self.layers:
-            queries, logits = layer(queries, pixels)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            queries, logits = layer(queries, pixels, need_output=i < last)
             maps.append(logits)
-        return queries, maps
+        return maps

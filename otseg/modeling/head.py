@@ -79,7 +79,7 @@ class OTSegHead(nn.Module):
         pixels = dense.flatten(2).transpose(1, 2)  # (B, M, C)
         queries = self.descriptor(global_embedding, text)  # (B, K, N, C)
         score = multi_prompt_transport(pixels, queries, self.eps, max_iter=self.max_iter, tol=self.tol, grad=self.grad)
-        _, maps = self.decoder(queries, pixels)
+        maps = self.decoder(queries, pixels)
         grid = (batch, -1, h, w)
         layers = [m.reshape(grid) for m in maps]
         return HeadOutput(decoder=combine_layer_maps(layers), score=score.score.reshape(grid), layers=layers)

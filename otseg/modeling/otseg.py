@@ -85,6 +85,11 @@ class OTSeg(nn.Module):
         """
         if text.dim() != 3:
             raise ValueError(f"text must be class embeddings (K, N, C), got shape {tuple(text.shape)}.")
+        if text.shape[-1] != self.image_encoder.output_dim:
+            raise ValueError(
+                f"class embeddings have width {text.shape[-1]}, the image encoder {self.image_encoder.output_dim}; "
+                "compute them with this model's text encoder (class_embeddings) or the same CLIP."
+            )
         dense, global_embedding = self.image_encoder(self.normalize(images))
         out = self.head(dense, global_embedding, text.to(dense.device))
         size = images.shape[-2:]
@@ -110,7 +115,7 @@ class OTSeg(nn.Module):
             ``(B, K, H, W)``.
         """
         prob = torch.sigmoid(self.ensemble(outputs))
-        if seen is not None and self.seen_bias:
+        if seen is not None and self.seen_bias and not bool(seen.all()):
             prob = prob - self.seen_bias * seen.to(prob.dtype).view(1, -1, 1, 1)
         return prob
 

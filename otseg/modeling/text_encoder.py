@@ -8,6 +8,7 @@ templates.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -136,7 +137,7 @@ class TextEncoder(nn.Module):
         emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(names), len(self.templates), -1).cpu()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes may race on a cold cache
             save_file({"embeddings": emb.contiguous()}, str(tmp))
             tmp.replace(path)
         return emb
@@ -158,7 +159,9 @@ class LearnableContext(nn.Module):
     def __init__(self, encoder: TextEncoder, num_prompts: int, num_context: int = 8) -> None:
         super().__init__()
         width = encoder.token_embedding.weight.shape[1]
-        self.encoder = encoder
+        # A reference, not a submodule: the encoder belongs to the segmentor, and registering it twice would
+        # duplicate its weights in state dicts.
+        object.__setattr__(self, "encoder", encoder)
         self.num_context = num_context
         self.context = nn.Parameter(torch.randn(num_prompts, num_context, width) * 0.02)
 
