@@ -157,6 +157,12 @@ def _pair_by_stem(images_dir: Path, labels_dir: Path, label_suffix: str, what: s
     return pairs
 
 
+def _require_dir(folder: Path, what: str, kind: str, guide: str) -> None:
+    """Raise a FileNotFoundError naming the expected ``folder`` and how to prepare the dataset."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: {kind} {folder} not found. {guide}")
+
+
 def _find_base(root: str | Path, candidates: Sequence[str], marker: str, what: str, guide: str) -> Path:
     """The first ``root / candidate`` that contains ``marker``; a FileNotFoundError listing them otherwise."""
     root = Path(root).expanduser()
@@ -343,8 +349,7 @@ class VOCDataset(SegmentationDataset):
                     "Pass aug=False to silence this, or add the SBD augmentation (see the VOCDataset docstring).",
                     stacklevel=2,
                 )
-        if not label_dir.is_dir():
-            raise FileNotFoundError(f"{what}: label folder {label_dir} not found. {_VOC_GUIDE}")
+        _require_dir(label_dir, what, "label folder", _VOC_GUIDE)
         ids = _read_ids(split_file, what, _VOC_GUIDE)
         samples = _pairs_from_ids(ids, base / "JPEGImages", label_dir, what)
         super().__init__(
@@ -387,8 +392,7 @@ class ContextDataset(SegmentationDataset):
         _check_split(split, ("train", "val"))
         base = _find_base(root, ("VOCdevkit/VOC2010", "VOC2010", "."), "JPEGImages", what, _CONTEXT_GUIDE)
         label_dir = base / "SegmentationClassContext"
-        if not label_dir.is_dir():
-            raise FileNotFoundError(f"{what}: label folder {label_dir} not found. {_CONTEXT_GUIDE}")
+        _require_dir(label_dir, what, "label folder", _CONTEXT_GUIDE)
         ids = _read_ids(base / "ImageSets" / "SegmentationContext" / f"{split}.txt", what, _CONTEXT_GUIDE)
         samples = _pairs_from_ids(ids, base / "JPEGImages", label_dir, what)
         super().__init__(
@@ -431,8 +435,7 @@ class COCOStuffDataset(SegmentationDataset):
         sub = {"train": "train2017", "val": "val2017"}[_check_split(split, ("train", "val"))]
         base = _find_base(root, ("coco_stuff164k", "."), f"images/{sub}", what, _COCO_GUIDE)
         label_dir = base / "annotations" / sub
-        if not label_dir.is_dir():
-            raise FileNotFoundError(f"{what}: label folder {label_dir} not found. {_COCO_GUIDE}")
+        _require_dir(label_dir, what, "label folder", _COCO_GUIDE)
         samples = _pair_by_stem(base / "images" / sub, label_dir, "_labelTrainIds.png", what)
         super().__init__(
             samples,
@@ -479,10 +482,8 @@ class ADE20KDataset(SegmentationDataset):
         image_dir, label_dir = base / "images" / sub, base / "annotations" / sub
         if not image_dir.is_dir() and _list_images(base / "images"):
             image_dir, label_dir = base / "images", base / "annotations"  # flat layout
-        if not image_dir.is_dir():
-            raise FileNotFoundError(f"{what}: image folder {image_dir} not found. {_ADE_GUIDE}")
-        if not label_dir.is_dir():
-            raise FileNotFoundError(f"{what}: label folder {label_dir} not found. {_ADE_GUIDE}")
+        _require_dir(image_dir, what, "image folder", _ADE_GUIDE)
+        _require_dir(label_dir, what, "label folder", _ADE_GUIDE)
         samples = _pair_by_stem(image_dir, label_dir, ".png", what)
         super().__init__(
             samples,
