@@ -1,7 +1,8 @@
 """GPU benchmark: otkit's fused Triton Sinkhorn kernel against otkit's PyTorch loops, POT and the paper's loop.
 
 Run on a CUDA machine (written for one H100 SXM): ``python benchmarks/gpu_sinkhorn_bench.py [--repeat 20]
-[--out PATH]``. It refuses to run without CUDA. Everything runs in one process, on the same problems.
+[--out PATH]`` (or ``python -m benchmarks.gpu_sinkhorn_bench``). It refuses to run without CUDA. Everything runs
+in one process, on the same problems.
 
 Problems: the multi-prompt shapes ``(P, n, m)`` for ``P in {80, 684}`` (OTSeg's B*K for VOC and COCO-Stuff at
 batch 4), ``n = 1024`` pixels, ``m in {6, 8}`` prompts: cost ``1 - cos`` of random unit features, float32,
@@ -19,7 +20,8 @@ Methods:
   rounding in ``fixed100``; in ``converge`` the kernel stops each problem at its own first converged check and
   the PyTorch loop runs all until the last one converges, so there they agree to the tolerance.
 - ``pot.batch``: ``ot.batch.solve_batch(cost, reg=eps, method="log_sinkhorn", reg_type="kl").plan``.
-- ``paper_loop``: :func:`otkit.bench.paper_loop_sinkhorn`, OTSeg's loop (a host read every iteration).
+- ``paper_loop``: :func:`benchmarks.sinkhorn_suites.paper_loop_sinkhorn`, OTSeg's loop (a host read every
+  iteration).
 
 Timing: CUDA events around each call, median of ``--repeat`` calls after one warm-up call (which also compiles the
 kernel). Ratios are paper-loop time / method time and POT time / method time.
@@ -55,12 +57,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `benchmarks` importable
+
 import torch
 
-from cli.common import print_table, write_json
-from otkit import sinkhorn
+from benchmarks.harness import BenchRow, environment, print_table, rows_as_dicts, write_json
+from benchmarks.sinkhorn_suites import multi_prompt_cost, paper_loop_sinkhorn
+from otkit import SinkhornOptions, sinkhorn
 from otkit._triton import _launch_config, triton_sinkhorn, unavailable_reason
-from otkit.bench import BenchRow, _multi_prompt_cost, environment, paper_loop_sinkhorn, rows_as_dicts
 
 SHAPES = ((80, 1024, 6), (80, 1024, 8), (684, 1024, 6), (684, 1024, 8))
 DEVICE = "cuda"
@@ -123,7 +127,7 @@ def pot_batch(cost: torch.Tensor, max_iter: int, tol: float | None) -> Callable[
 
 
 def bench_shape(shape: tuple[int, int, int], repeat: int) -> list[BenchRow]:
-    cost = _multi_prompt_cost(*shape, device=DEVICE)
+    cost = multi_prompt_cost(*shape, device=DEVICE)
     problems, n, m = shape
     a = torch.full((problems, n), 1.0 / n, device=DEVICE)
     b = torch.full((problems, m), 1.0 / m, device=DEVICE)
@@ -131,7 +135,7 @@ def bench_shape(shape: tuple[int, int, int], repeat: int) -> list[BenchRow]:
     rows = []
     for mode, max_iter, tol in MODES:
         kw = dict(eps=EPS, max_iter=max_iter, tol=tol)
-        kernel_args = (cost, a, b, EPS, None, None, None, max_iter, tol, 10)
+        kernel_args = (cost, a, b, SinkhornOptions(eps=EPS, max_iter=max_iter, tol=tol, check_every=10), None)
         methods: dict[str, Callable[[], Any]] = {
             "triton.kernel": lambda args=kernel_args: triton_sinkhorn(*args),
             "otkit[triton]": lambda kw=kw: sinkhorn(cost, backend="triton", **kw).plan,

@@ -1,1 +1,1 @@
-"""Command-line front ends: the ``otkit`` and ``otseg`` Click groups."""
+"""Command-line front end: the ``otseg`` Click group."""

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from otkit._iterations import Iterate
+from otkit.options import SinkhornOptions
 
 __all__ = ["DENSE_SOLVE_LIMIT", "ImplicitSinkhorn", "implicit_vjp"]
 
@@ -120,14 +121,14 @@ def implicit_vjp(
     g: Tensor,
     grad_f: Tensor,
     grad_g: Tensor,
-    eps: float,
-    rho_a: float | None,
-    rho_b: float | None,
+    options: SinkhornOptions,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(grad_C, grad_a, grad_b)`` of a loss whose gradients at the optimum ``(f, g)`` are given.
 
-    Shapes: cost ``(*batch, n, m)``, a and f ``(*batch, n)``, b and g ``(*batch, m)``.
+    Shapes: cost ``(*batch, n, m)``, a and f ``(*batch, n)``, b and g ``(*batch, m)``. Reads ``eps``, ``rho_a``
+    and ``rho_b`` of ``options``.
     """
+    eps, rho_a, rho_b = options.eps, options.rho_a, options.rho_b
     # (*batch, n, m), built in place. The exponent is capped below the dtype's overflow: only entries of zero
     # (or vanishing) weight exceed it, and their terms are multiplied by those weights.
     cap = 0.9 * math.log(torch.finfo(cost.dtype).max)
@@ -151,15 +152,16 @@ class ImplicitSinkhorn(torch.autograd.Function):
     """``(cost, a, b) -> (f, g)`` through a Sinkhorn loop run without autograd, differentiated implicitly.
 
     ``run(cost, a, b)`` performs the iterations and returns an :class:`~otkit._iterations.Iterate`; it is
-    appended to ``out`` so the caller can read the iteration count and errors.
+    appended to ``out`` so the caller can read the iteration count and errors. The backward reads ``eps`` and
+    ``rho_a``/``rho_b`` of ``options``.
     """
 
     @staticmethod
-    def forward(ctx, cost, a, b, run, out, eps, rho_a, rho_b):
+    def forward(ctx, cost, a, b, run, out, options):
         iterate: Iterate = run(cost, a, b)
         out.append(iterate)
         ctx.save_for_backward(cost, a, b, iterate.f, iterate.g)
-        ctx.params = (eps, rho_a, rho_b)
+        ctx.options = options
         return iterate.f, iterate.g
 
     @staticmethod
@@ -169,14 +171,12 @@ class ImplicitSinkhorn(torch.autograd.Function):
         grad_f = torch.zeros_like(f) if grad_f is None else grad_f
         grad_g = torch.zeros_like(g) if grad_g is None else grad_g
         with torch.no_grad():
-            grad_cost, grad_a, grad_b = implicit_vjp(cost, a, b, f, g, grad_f, grad_g, *ctx.params)
+            grad_cost, grad_a, grad_b = implicit_vjp(cost, a, b, f, g, grad_f, grad_g, ctx.options)
         needs = ctx.needs_input_grad
         return (
             grad_cost if needs[0] else None,
             grad_a if needs[1] else None,
             grad_b if needs[2] else None,
-            None,
-            None,
             None,
             None,
             None,

@@ -26,12 +26,14 @@ import torch
 from torch import Tensor
 
 from otkit._validation import is_tracing
+from otkit.options import SinkhornOptions
 
 __all__ = [
     "KERNEL_SAFE_SPREAD",
     "Iterate",
     "kernel_domain_is_safe",
     "kernel_reference",
+    "lams",
     "solve",
     "solve_kernel",
     "solve_log",
@@ -56,38 +58,33 @@ def _lam(rho: float | None, eps: float) -> float:
     return 1.0 if rho is None else rho / (rho + eps)
 
 
+def lams(options: SinkhornOptions) -> tuple[float, float]:
+    """The exponents ``(lam_a, lam_b)`` of the updates: ``rho / (rho + eps)`` per side, ``1`` when balanced."""
+    return _lam(options.rho_a, options.eps), _lam(options.rho_b, options.eps)
+
+
 def _column_error(col: Tensor, b: Tensor, target: Tensor) -> Tensor:
     """Relative L1 distance between the plan's column sums and their optimality target, ``(*batch)``."""
     return (col - target).abs().sum(-1) / b.sum(-1)
 
 
-def _should_stop(err: Tensor, tol: float | None) -> bool:
-    return tol is not None and not is_tracing() and bool(err.max() <= tol)
+def _should_stop(err: Tensor, options: SinkhornOptions) -> bool:
+    return options.tol is not None and not is_tracing() and bool(err.max() <= options.tol)
 
 
-def _is_check(it: int, max_iter: int, tol: float | None, check_every: int) -> bool:
-    last = it == max_iter - 1
-    return last or (tol is not None and not is_tracing() and (it + 1) % check_every == 0)
+def _is_check(it: int, options: SinkhornOptions) -> bool:
+    last = it == options.max_iter - 1
+    return last or (options.tol is not None and not is_tracing() and (it + 1) % options.check_every == 0)
 
 
-def solve_log(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    eps: float,
-    rho_a: float | None,
-    rho_b: float | None,
-    g_init: Tensor | None,
-    max_iter: int,
-    tol: float | None,
-    check_every: int,
-) -> Iterate:
+def solve_log(cost: Tensor, a: Tensor, b: Tensor, options: SinkhornOptions, g_init: Tensor | None) -> Iterate:
     """Log-domain Sinkhorn. Shapes: cost ``(*batch, n, m)``, a ``(*batch, n)``, b ``(*batch, m)``.
 
     All tensors are in the compute dtype. Autograd records the iterations when the inputs require grad.
     """
     n, m = cost.shape[-2:]
-    lam_a, lam_b = _lam(rho_a, eps), _lam(rho_b, eps)
+    eps, rho_b = options.eps, options.rho_b
+    lam_a, lam_b = lams(options)
     transposed = m < n
     # Z: -C / eps, longer axis last. (*batch, m, n) if transposed else (*batch, n, m).
     z = -(cost.transpose(-1, -2) if transposed else cost) / eps
@@ -96,22 +93,22 @@ def solve_log(
     ge = torch.zeros_like(b) if g_init is None else g_init / eps  # g / eps, (*batch, m)
     fe = torch.zeros_like(a)
     errors = []
-    n_iter = max_iter
-    for it in range(max_iter):
+    n_iter = options.max_iter
+    for it in range(options.max_iter):
         if transposed:
             fe = -lam_a * torch.logsumexp(z + (log_b + ge).unsqueeze(-1), dim=-2)
             lse = torch.logsumexp(z + (log_a + fe).unsqueeze(-2), dim=-1)
         else:
             fe = -lam_a * torch.logsumexp(z + (log_b + ge).unsqueeze(-2), dim=-1)
             lse = torch.logsumexp(z + (log_a + fe).unsqueeze(-1), dim=-2)
-        check = _is_check(it, max_iter, tol, check_every)
+        check = _is_check(it, options)
         if check:
             with torch.no_grad():
                 col = torch.exp(log_b + ge + lse)
                 target = b if rho_b is None else torch.exp(log_b - ge * (eps / rho_b))  # no 0 * inf
                 errors.append(_column_error(col, b, target))
         ge = -lam_b * lse
-        if check and _should_stop(errors[-1], tol):
+        if check and _should_stop(errors[-1], options):
             n_iter = it + 1
             break
     return Iterate(f=fe * eps, g=ge * eps, n_iter=n_iter, errors=torch.stack(errors))
@@ -160,17 +157,7 @@ def _kernel_matrix(cost: Tensor, f0: Tensor, g0: Tensor | None, eps: float, tran
 
 
 def solve_kernel(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    eps: float,
-    rho_a: float | None,
-    rho_b: float | None,
-    f0: Tensor,
-    g0: Tensor | None,
-    max_iter: int,
-    tol: float | None,
-    check_every: int,
+    cost: Tensor, a: Tensor, b: Tensor, options: SinkhornOptions, f0: Tensor, g0: Tensor | None
 ) -> Iterate:
     """Scaling-domain Sinkhorn around reference potentials ``f0 (*batch, n)``, ``g0 (*batch, m)`` (None: 0).
 
@@ -180,7 +167,8 @@ def solve_kernel(
     the kernel, so zero weights are harmless. Only call it where :func:`kernel_domain_is_safe` holds.
     """
     n, m = cost.shape[-2:]
-    lam_a, lam_b = _lam(rho_a, eps), _lam(rho_b, eps)
+    eps, rho_a, rho_b = options.eps, options.rho_a, options.rho_b
+    lam_a, lam_b = lams(options)
     transposed = m < n
     kernel = _kernel_matrix(cost, f0, g0, eps, transposed)
     # log alpha, log beta: offsets of the unbalanced updates (None on a balanced side or a zero reference)
@@ -211,12 +199,12 @@ def solve_kernel(
     bv = b  # v = 1 at the start: g = g0
     ktu = None
     errors = []
-    n_iter = max_iter
-    for it in range(max_iter):
+    n_iter = options.max_iter
+    for it in range(options.max_iter):
         kbv = rows(bv)
         au = weighted(kbv, lam_a, a_alpha)
         ktu_prev, ktu = ktu, cols(au)
-        check = _is_check(it, max_iter, tol, check_every)
+        check = _is_check(it, options)
         if check:
             with torch.no_grad():
                 target = b
@@ -227,7 +215,7 @@ def solve_kernel(
                     target = torch.exp(torch.log(b) - g / rho_b)  # log 0 = -inf: no 0 * inf
                 errors.append(_column_error(bv * ktu, b, target))
         bv = weighted(ktu, lam_b, b_beta)
-        if check and _should_stop(errors[-1], tol):
+        if check and _should_stop(errors[-1], options):
             n_iter = it + 1
             break
     f = f0 + eps * log_scaling(kbv, lam_a, log_alpha)
@@ -254,14 +242,9 @@ def solve(
     cost: Tensor,
     a: Tensor,
     b: Tensor,
-    eps: float,
-    rho_a: float | None,
-    rho_b: float | None,
+    options: SinkhornOptions,
     f_init: Tensor | None,
     g_init: Tensor | None,
-    max_iter: int,
-    tol: float | None,
-    check_every: int,
 ) -> Iterate:
     """Run the ``kind`` (``"log"`` or ``"kernel"``) loop over a batch ``(*batch, n, m)``, cache-blocked on CPUs.
 
@@ -287,9 +270,9 @@ def solve(
         c, wa, wb = (t[start : start + step] for t in flat)
         fi, gi = (None if t is None else t[start : start + step] for t in inits)
         if kind == "log":
-            parts.append(solve_log(c, wa, wb, eps, rho_a, rho_b, gi, max_iter, tol, check_every))
+            parts.append(solve_log(c, wa, wb, options, gi))
         else:
-            parts.append(solve_kernel(c, wa, wb, eps, rho_a, rho_b, fi, gi, max_iter, tol, check_every))
+            parts.append(solve_kernel(c, wa, wb, options, fi, gi))
     if len(parts) == 1:
         f, g, errors = parts[0].f, parts[0].g, parts[0].errors
     else:

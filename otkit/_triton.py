@@ -36,8 +36,9 @@ import contextlib
 import torch
 from torch import Tensor
 
-from otkit._iterations import Iterate
+from otkit._iterations import Iterate, lams
 from otkit._validation import is_tracing
+from otkit.options import SinkhornOptions
 
 try:
     import triton
@@ -252,8 +253,10 @@ def triton_available(cost: Tensor) -> bool:
     return unavailable_reason(cost) is None
 
 
-def select_backend(backend: str, cost: Tensor, a: Tensor, b: Tensor, domain: str, grad: str) -> str:
+def select_backend(options: SinkhornOptions, cost: Tensor, a: Tensor, b: Tensor) -> str:
     """The one place that decides whether :func:`otkit.sinkhorn` runs the fused kernel: ``"triton"`` or ``"torch"``.
+
+    The rule reads ``options.backend``, ``options.domain`` and ``options.grad``:
 
     - ``"torch"``: always the PyTorch loops of :mod:`otkit._iterations`.
     - ``"triton"``: the kernel, or a ``ValueError`` that says why it cannot run: see :func:`unavailable_reason`,
@@ -267,13 +270,14 @@ def select_backend(backend: str, cost: Tensor, a: Tensor, b: Tensor, domain: str
 
     Shapes: cost ``(*batch, n, m)`` (compute dtype), a ``(*batch, n)``, b ``(*batch, m)``.
     """
+    backend = options.backend
     if backend == "torch" or (backend == "auto" and cost.device.type != "cuda"):
         return "torch"
     needs_grad = torch.is_grad_enabled() and (cost.requires_grad or a.requires_grad or b.requires_grad)
     reason = unavailable_reason(cost)
-    if reason is None and domain == "kernel":
+    if reason is None and options.domain == "kernel":
         reason = "the kernel iterates in the log domain; use domain='log' or 'auto'"
-    if reason is None and needs_grad and grad == "unroll":
+    if reason is None and needs_grad and options.grad == "unroll":
         reason = (
             "autograd cannot unroll the kernel's iterations; pass grad='implicit' (the gradient of the fixed "
             "point, constant memory)"
@@ -310,13 +314,8 @@ def triton_sinkhorn(
     cost: Tensor,
     a: Tensor,
     b: Tensor,
-    eps: float,
-    rho_a: float | None,
-    rho_b: float | None,
+    options: SinkhornOptions,
     g_init: Tensor | None,
-    max_iter: int,
-    tol: float | None,
-    check_every: int,
     num_warps: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run the fused kernel on a flat batch; one program per problem.
@@ -325,13 +324,10 @@ def triton_sinkhorn(
         cost: ``(P, n, m)`` float32/float16/bfloat16, any strides; ``m <= MAX_COLUMNS``.
         a: ``(P, n)`` non-negative row weights (broadcast views with stride 0 are fine).
         b: ``(P, m)`` non-negative column weights.
-        eps: Entropic regularisation.
-        rho_a: KL weight of the row marginal, ``None`` when balanced.
-        rho_b: KL weight of the column marginal, ``None`` when balanced.
+        options: ``eps``, ``rho_a``, ``rho_b``, ``max_iter``, ``tol`` (per problem, on the column error; ``None``
+            runs exactly ``max_iter`` iterations) and ``check_every`` (the last iteration is always checked) are
+            used; ``domain``, ``grad`` and ``backend`` are the caller's business (:func:`select_backend`).
         g_init: ``(P, m)`` warm-start column potential in cost units, or ``None`` for ``g = 0``.
-        max_iter: Iteration cap.
-        tol: Per-problem stopping tolerance on the column error; ``None`` runs exactly ``max_iter`` iterations.
-        check_every: Iterations between convergence checks (the last iteration is always checked).
         num_warps: Warps per program; ``None`` picks from the tile size.
 
     Returns:
@@ -349,7 +345,8 @@ def triton_sinkhorn(
     n_iter = torch.empty(problems, dtype=torch.int32, device=device)
     err = torch.empty(problems, dtype=torch.float32, device=device)
     init = g if g_init is None else g_init  # the kernel ignores the pointer without HAS_INIT
-    lam_a, lam_b = (1.0 if rho is None else rho / (rho + eps) for rho in (rho_a, rho_b))
+    eps, rho_b, max_iter, tol = options.eps, options.rho_b, options.max_iter, options.tol
+    lam_a, lam_b = lams(options)
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with on_device:  # triton launches on the current CUDA device
         _sinkhorn_kernel[(problems,)](
@@ -373,7 +370,7 @@ def triton_sinkhorn(
             0.0 if rho_b is None else eps / rho_b,
             -1.0 if tol is None else tol,  # errors are >= 0: -1 never stops early
             max_iter,
-            max_iter if tol is None else check_every,  # without tol only the last iteration is checked
+            max_iter if tol is None else options.check_every,  # without tol only the last iteration is checked
             BLOCK_N=block_n,
             BLOCK_M=block_m,
             RESIDENT=resident,
@@ -384,18 +381,7 @@ def triton_sinkhorn(
     return f, g, n_iter, err
 
 
-def solve_triton(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    eps: float,
-    rho_a: float | None,
-    rho_b: float | None,
-    g_init: Tensor | None,
-    max_iter: int,
-    tol: float | None,
-    check_every: int,
-) -> Iterate:
+def solve_triton(cost: Tensor, a: Tensor, b: Tensor, options: SinkhornOptions, g_init: Tensor | None) -> Iterate:
     """:func:`triton_sinkhorn` on a batch ``(*batch, n, m)``, returned as an :class:`~otkit._iterations.Iterate`.
 
     ``n_iter`` is the largest per-problem count (one host read); ``errors`` ``(1, *batch)`` holds each problem's
@@ -406,13 +392,8 @@ def solve_triton(
         cost.reshape(-1, n, m),
         a.reshape(-1, n),
         b.reshape(-1, m),
-        eps,
-        rho_a,
-        rho_b,
+        options,
         None if g_init is None else g_init.reshape(-1, m),
-        max_iter,
-        tol,
-        check_every,
     )
     return Iterate(
         f=f.reshape(*batch, n), g=g.reshape(*batch, m), n_iter=int(n_iter.max()), errors=err.reshape(1, *batch)

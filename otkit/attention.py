@@ -17,11 +17,15 @@ from torch import Tensor, nn
 
 from otkit._validation import check_cost
 from otkit.multi_prompt import multi_prompt_transport, unit_vectors
-from otkit.sinkhorn import Domain, GradMode, sinkhorn
+from otkit.options import SinkhornOptions
 
-__all__ = ["MultiPromptSinkhornAttention", "SinkhornAttention", "sinkhorn_attention"]
+__all__ = ["ATTENTION_OPTIONS", "MultiPromptSinkhornAttention", "SinkhornAttention", "sinkhorn_attention"]
 
 CostKind = Literal["dot", "cosine"]
+
+# Sinkformer attention's default: softmax temperature 1, two Sinkhorn iterations (rows, columns, rows, columns,
+# then the final row normalisation), a fixed count (no tolerance).
+ATTENTION_OPTIONS = SinkhornOptions(eps=1.0, max_iter=2, tol=None)
 
 
 def _padding_weights(mask: Tensor | None, shape: torch.Size, like: Tensor, name: str) -> Tensor | None:
@@ -46,47 +50,45 @@ def sinkhorn_attention(
     k: Tensor,
     v: Tensor,
     *,
-    eps: float = 1.0,
-    n_iter: int = 3,
+    options: SinkhornOptions = ATTENTION_OPTIONS,
     key_padding_mask: Tensor | None = None,
     query_padding_mask: Tensor | None = None,
     cost: CostKind = "dot",
     dropout_p: float = 0.0,
-    domain: Domain = "auto",
-    grad: GradMode = "unroll",
     return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Sinkformer attention: softmax attention whose matrix is also normalised over the queries.
 
     The attention matrix is the row-normalised Sinkhorn iterate for the cost ``C = -q.k / sqrt(d)`` (or
-    ``1 - cos(q, k)``) at temperature ``eps``, with uniform marginals over the unpadded queries and keys:
+    ``1 - cos(q, k)``) at temperature ``eps = options.eps``, with uniform marginals over the unpadded queries
+    and keys:
 
     .. math:: A_{ij} = \mathrm{softmax}_j\big((g_j - C_{ij}) / \varepsilon + \log b_j\big)
 
-    where ``g`` is the key potential after ``n_iter - 1`` Sinkhorn iterations. ``n_iter = 1`` is exactly softmax
-    attention (row normalisation only); as ``n_iter`` grows every row still sums to 1 and every column tends to
-    ``L_q / L_k`` (doubly stochastic up to the marginals).
+    where ``g`` is the key potential after ``options.max_iter`` full Sinkhorn iterations. ``max_iter = 0`` is
+    exactly softmax attention (row normalisation only, no solve); as ``max_iter`` grows every row still sums to
+    1 and every column tends to ``L_q / L_k`` (doubly stochastic up to the marginals).
 
     Args:
         q: ``(..., L_q, d)`` queries.
         k: ``(..., L_k, d)`` keys.
         v: ``(..., L_k, d_v)`` values.
-        eps: Temperature; ``eps = 1`` with ``cost="dot"`` is the usual softmax scaling.
-        n_iter: Number of normalisations, starting and ending with the rows (>= 1).
+        options: Solver settings (:data:`ATTENTION_OPTIONS`: eps 1, 2 iterations, no tolerance). ``eps`` is the
+            temperature (``1`` with ``cost="dot"`` is the usual softmax scaling), ``max_iter`` the number of full
+            Sinkhorn iterations before the final row normalisation (so ``max_iter = k - 1`` makes ``k`` row
+            normalisations). With a ``tol``, the iterations stop once the columns meet it. ``domain`` (``"auto"``
+            becomes ``"log"`` under ``torch.compile``), ``grad`` and ``backend`` work as in
+            :func:`otkit.sinkhorn`; ``rho_a``/``rho_b`` relax the query/key marginals.
         key_padding_mask: ``(..., L_k)`` bool, True marks padding: those keys get zero weight and no marginal mass.
         query_padding_mask: ``(..., L_q)`` bool, True marks padding: those queries are left out of the column
             marginals (their outputs are still finite).
         cost: ``"dot"`` for ``-q.k / sqrt(d)`` or ``"cosine"`` for ``1 - cos(q, k)``.
         dropout_p: Dropout on the attention weights.
-        domain: Iteration domain, see :func:`otkit.sinkhorn` (``"auto"`` becomes ``"log"`` under ``torch.compile``).
-        grad: Gradient mode of the Sinkhorn iterations, see :func:`otkit.sinkhorn`.
         return_weights: Also return the attention matrix ``(..., L_q, L_k)``.
 
     Returns:
         ``(..., L_q, d_v)``, and the attention weights if ``return_weights``.
     """
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be an int >= 1 (1 = softmax attention), got {n_iter!r}.")
     if cost not in ("dot", "cosine"):
         raise ValueError(f"cost must be 'dot' or 'cosine', got {cost!r}.")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
@@ -98,16 +100,16 @@ def sinkhorn_attention(
         c = -(q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
     else:
         c = 1 - unit_vectors(q) @ unit_vectors(k).transpose(-1, -2)
-    check_cost(c, "attention cost (from q and k)")  # NaN/Inf in q or k: an error, also at n_iter=1
+    check_cost(c, "attention cost (from q and k)")  # NaN/Inf in q or k: an error, also at max_iter=0
     c32 = c.float() if c.dtype in (torch.float16, torch.bfloat16) else c  # weights and plan in float32 at least
     a = _padding_weights(query_padding_mask, c32.shape[:-1], c32, "query_padding_mask")
     b = _padding_weights(key_padding_mask, c32.shape[:-2] + c32.shape[-1:], c32, "key_padding_mask")
-    logits = -c32 / eps  # (..., L_q, L_k)
+    logits = -c32 / options.eps  # (..., L_q, L_k)
     if b is not None:
         logits = logits + torch.log(b).unsqueeze(-2)  # padded keys: -inf, zero weight
-    if n_iter > 1:
-        res = sinkhorn(c32, a, b, eps, max_iter=n_iter - 1, tol=None, domain=domain, grad=grad)
-        logits = logits + res.g.unsqueeze(-2) / eps
+    if options.max_iter > 0:
+        res = options.solve(c32, a, b)
+        logits = logits + res.g.unsqueeze(-2) / options.eps
     weights = torch.softmax(logits, dim=-1)
     if dropout_p > 0:
         weights = F.dropout(weights, p=dropout_p, training=True)
@@ -127,10 +129,9 @@ class SinkhornAttention(nn.Module):
         num_heads: Heads; E must be divisible by it.
         dropout: Dropout on the attention weights during training.
         bias: Biases in the projections.
-        eps: Sinkhorn temperature (1 with ``cost="dot"`` matches softmax scaling).
-        n_iter: Normalisations per forward (1 = softmax attention).
+        options: Solver settings of :func:`sinkhorn_attention` (``eps`` the temperature, ``max_iter`` the
+            Sinkhorn iterations per forward, ``0`` = softmax attention), stored as ``self.options``.
         cost: ``"dot"`` or ``"cosine"``.
-        grad: Gradient mode of the Sinkhorn iterations.
     """
 
     def __init__(
@@ -140,16 +141,14 @@ class SinkhornAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         *,
-        eps: float = 1.0,
-        n_iter: int = 3,
+        options: SinkhornOptions = ATTENTION_OPTIONS,
         cost: CostKind = "dot",
-        grad: GradMode = "unroll",
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
-        self.eps, self.n_iter, self.cost, self.grad = eps, n_iter, cost, grad
+        self.options, self.cost = options, cost
         self.batch_first = True
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim)) if bias else None
@@ -204,13 +203,11 @@ class SinkhornAttention(nn.Module):
             q,
             k,
             v,
-            eps=self.eps,
-            n_iter=self.n_iter,
+            options=self.options,
             key_padding_mask=kpm,
             query_padding_mask=qpm,
             cost=self.cost,
             dropout_p=self.dropout if self.training else 0.0,
-            grad=self.grad,
             return_weights=True,
         )
         out = self.out_proj(out.transpose(1, 2).flatten(2))
@@ -232,29 +229,24 @@ class MultiPromptSinkhornAttention(nn.Module):
 
     Args:
         dim: Width C of queries and pixel tokens.
-        eps: Entropic regularisation (0.05).
-        max_iter: Sinkhorn iteration cap (100).
-        tol: Sinkhorn tolerance (1e-6).
+        options: Solver settings of :func:`~otkit.multi_prompt.multi_prompt_transport` (default OTSeg's: eps
+            0.05, at most 100 iterations, tol 1e-6), stored as ``self.options``.
         attn_drop: Dropout on the plan during training (0.1).
         proj_drop: Dropout after the output projection.
         bias: Biases in the projections.
-        grad: Gradient mode of the Sinkhorn iterations.
     """
 
     def __init__(
         self,
         dim: int = 512,
         *,
-        eps: float = 0.05,
-        max_iter: int = 100,
-        tol: float | None = 1e-6,
+        options: SinkhornOptions = SinkhornOptions(),
         attn_drop: float = 0.1,
         proj_drop: float = 0.0,
         bias: bool = True,
-        grad: GradMode = "unroll",
     ) -> None:
         super().__init__()
-        self.eps, self.max_iter, self.tol, self.grad = eps, max_iter, tol, grad
+        self.options = options
         self.q = nn.Linear(dim, dim, bias=bias)
         self.k = nn.Linear(dim, dim, bias=bias)
         self.v = nn.Linear(dim, dim, bias=bias)
@@ -279,9 +271,7 @@ class MultiPromptSinkhornAttention(nn.Module):
                 f"queries must be (B, K, N, C) and pixels (B, M, C), got {tuple(queries.shape)} and "
                 f"{tuple(pixels.shape)}."
             )
-        transport = multi_prompt_transport(
-            self.k(pixels), self.q(queries), self.eps, max_iter=self.max_iter, tol=self.tol, grad=self.grad
-        )
+        transport = multi_prompt_transport(self.k(pixels), self.q(queries), self.options)
         if not need_output:
             return None, transport.score
         plan = self.attn_drop(transport.plan)  # (B, K, M, N)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from otkit.options import SinkhornOptions
 from otkit.result import SinkhornResult
-from otkit.sinkhorn import Domain, GradMode, sinkhorn
 
 __all__ = ["MultiPromptTransport", "multi_prompt_transport", "unit_vectors"]
 
@@ -57,16 +57,10 @@ def _check_features(pixels: Tensor, prompts: Tensor) -> None:
 def multi_prompt_transport(
     pixels: Tensor,
     prompts: Tensor,
-    eps: float = 0.05,
+    options: SinkhornOptions = SinkhornOptions(),
     *,
     pixel_weights: Tensor | None = None,
     prompt_weights: Tensor | None = None,
-    rho_pixels: float | None = None,
-    rho_prompts: float | None = None,
-    max_iter: int = 100,
-    tol: float | None = 1e-6,
-    domain: Domain = "auto",
-    grad: GradMode = "unroll",
 ) -> MultiPromptTransport:
     r"""Transport the pixels of each image onto the prompts of each class (OTSeg's multi-prompt Sinkhorn).
 
@@ -77,20 +71,17 @@ def multi_prompt_transport(
     .. math:: S_{bkm} = \sum_n M N \, T_{bkmn} \, \mathrm{sim}_{bkmn}
 
     is a similarity weighted by how much of pixel ``m`` each prompt took (``M N T`` is 1 for a uniform plan).
-    All ``B * K`` problems are solved as one batch.
+    All ``B * K`` problems are solved as one batch, ``options.solve(1 - similarity, ...)``.
 
     Args:
         pixels: ``(B, M, C)`` pixel embeddings (normalised here).
         prompts: ``(K, N, C)`` shared, or ``(B, K, N, C)`` per-image prompt embeddings (normalised here).
-        eps: Entropic regularisation (OTSeg: 0.05).
+        options: Solver settings; the defaults are OTSeg's (eps 0.05, at most 100 iterations, tol 1e-6). The
+            rows of each problem are the pixels and the columns the prompts, so ``options.rho_a`` relaxes the
+            pixel marginal and ``options.rho_b`` the prompt marginal (``None``: exact). ``max_iter`` must be
+            >= 1.
         pixel_weights: ``(M,)``, ``(B, M)`` or ``(B, K, M)`` weights over pixels; ``None``: uniform.
         prompt_weights: ``(N,)``, ``(K, N)`` or ``(B, K, N)`` weights over prompts; ``None``: uniform.
-        rho_pixels: KL relaxation of the pixel marginal (``None``: exact).
-        rho_prompts: KL relaxation of the prompt marginal (``None``: exact).
-        max_iter: Iteration cap (OTSeg: 100).
-        tol: Stopping tolerance, see :func:`otkit.sinkhorn`.
-        domain: Iteration domain, see :func:`otkit.sinkhorn`.
-        grad: ``"unroll"`` or ``"implicit"``, see :func:`otkit.sinkhorn`.
 
     Returns:
         :class:`MultiPromptTransport` with ``plan (B, K, M, N)``, ``score (B, K, M)``, ``similarity``, ``result``.
@@ -113,18 +104,7 @@ def multi_prompt_transport(
     similarity = sim_t.transpose(-1, -2)  # (B, K, M, N)
     if pixel_weights is not None and pixel_weights.dim() == 2:
         pixel_weights = pixel_weights.unsqueeze(1)  # (B, M) -> (B, 1, M)
-    res = sinkhorn(
-        1 - similarity,
-        pixel_weights,
-        prompt_weights,
-        eps,
-        rho_a=rho_pixels,
-        rho_b=rho_prompts,
-        max_iter=max_iter,
-        tol=tol,
-        domain=domain,
-        grad=grad,
-    )
+    res = options.solve(1 - similarity, pixel_weights, prompt_weights)
     plan = res.plan
     score = (plan * similarity).sum(-1) * (n_pix * n_prompt)
     return MultiPromptTransport(plan=plan, score=score, similarity=similarity, result=res)

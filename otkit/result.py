@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from otkit.options import SinkhornOptions
+
 __all__ = ["SinkhornResult"]
 
 
@@ -40,13 +42,11 @@ class SinkhornResult:
         cost: The cost ``(*batch, n, m)`` in the dtype the solver computed in.
         a: Row marginal ``(*batch, n)``.
         b: Column marginal ``(*batch, m)``.
-        eps: Entropic regularisation.
-        rho_a: KL weight on the row marginal, ``None`` when it is a hard constraint.
-        rho_b: KL weight on the column marginal, ``None`` when it is a hard constraint.
+        options: The :class:`~otkit.options.SinkhornOptions` of the solve (``eps``, ``rho_a``, ``rho_b`` and
+            ``tol`` are also readable directly on the result).
         n_iter: Sinkhorn iterations run (one iteration updates ``f`` then ``g``).
         errors: Stopping errors ``(n_checks, *batch)`` recorded at each convergence check (see :attr:`tol`); the
             triton backend keeps the last check only (``n_checks = 1``).
-        tol: The tolerance the errors were compared with (``None``: fixed iteration count).
         domain: ``"log"`` or ``"kernel"``, the domain the iterations ran in.
         backend: ``"torch"`` (PyTorch loops) or ``"triton"`` (the fused GPU kernel), where they ran.
     """
@@ -56,14 +56,31 @@ class SinkhornResult:
     cost: Tensor = field(repr=False)
     a: Tensor = field(repr=False)
     b: Tensor = field(repr=False)
-    eps: float
-    rho_a: float | None
-    rho_b: float | None
+    options: SinkhornOptions
     n_iter: int
     errors: Tensor = field(repr=False)
-    tol: float | None
     domain: str
     backend: str = "torch"
+
+    @property
+    def eps(self) -> float:
+        """Entropic regularisation."""
+        return self.options.eps
+
+    @property
+    def rho_a(self) -> float | None:
+        """KL weight on the row marginal, ``None`` when it is a hard constraint."""
+        return self.options.rho_a
+
+    @property
+    def rho_b(self) -> float | None:
+        """KL weight on the column marginal, ``None`` when it is a hard constraint."""
+        return self.options.rho_b
+
+    @property
+    def tol(self) -> float | None:
+        """The tolerance the errors were compared with (``None``: fixed iteration count)."""
+        return self.options.tol
 
     @property
     def plan(self) -> Tensor:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -13,22 +14,17 @@ from otkit._implicit import ImplicitSinkhorn
 from otkit._iterations import Iterate, kernel_domain_is_safe, kernel_reference
 from otkit._iterations import solve as solve_iterations
 from otkit._triton import select_backend, solve_triton
-from otkit._validation import (
-    check_cost,
-    check_positive_float,
-    check_precision,
-    check_rho,
-    compute_dtype,
-    is_tracing,
-    prepare_marginal,
-)
+from otkit._validation import check_cost, check_precision, compute_dtype, is_tracing, prepare_marginal
+from otkit.options import Backend, Domain, GradMode, SinkhornOptions
 from otkit.result import SinkhornResult
 
-__all__ = ["ConvergenceWarning", "sinkhorn"]
+__all__ = ["PROFILER_RANGE", "ConvergenceWarning", "sinkhorn"]
 
-Domain = Literal["auto", "log", "kernel"]
-GradMode = Literal["unroll", "implicit"]
-Backend = Literal["auto", "torch", "triton"]
+# Every solve runs inside a torch.profiler range of this name (free when no profiler is recording): a profiler
+# run sums the solver's share of a model's time from it (benchmarks/model_bench.py does).
+PROFILER_RANGE = "otkit.sinkhorn"
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ConvergenceWarning(UserWarning):
@@ -37,21 +33,6 @@ class ConvergenceWarning(UserWarning):
 
 def _mass_tolerance(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-5
-
-
-def _check_options(max_iter: int, tol: float | None, domain: str, grad: str, check_every: int, backend: str) -> None:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}.")
-    if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol must be None (run max_iter iterations) or a number >= 0, got {tol!r}.")
-    if domain not in ("auto", "log", "kernel"):
-        raise ValueError(f"domain must be 'auto', 'log' or 'kernel', got {domain!r}.")
-    if grad not in ("unroll", "implicit"):
-        raise ValueError(f"grad must be 'unroll' or 'implicit', got {grad!r}.")
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}.")
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}.")
 
 
 def _check_masses(a: Tensor, b: Tensor) -> None:
@@ -96,6 +77,17 @@ def _prepare_init(init: tuple[Tensor, Tensor] | None, cost: Tensor) -> tuple[Ten
             raise ValueError(f"{name} contains NaN or Inf; pass finite potentials, e.g. from a previous result.")
         out.append(pot)
     return out[0], out[1]
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside otkit, for a warning issued by the caller of this function.
+
+    The warning then points at the user's call of :func:`sinkhorn`, :meth:`SinkhornOptions.solve` or an operator.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def sinkhorn(
@@ -198,87 +190,108 @@ def sinkhorn(
         Cuturi (2013), Sinkhorn distances; Chizat, Peyre, Schmitzer, Vialard (2018), Scaling algorithms for
         unbalanced optimal transport problems; Sejourne et al. (2019), Sinkhorn divergences for unbalanced OT.
     """
-    check_cost(cost)
-    eps = check_positive_float(eps, "eps")
-    rho_a, rho_b = check_rho(rho_a, "rho_a"), check_rho(rho_b, "rho_b")
-    _check_options(max_iter, tol, domain, grad, check_every, backend)
-    tol = None if tol is None else float(tol)
-
-    work = cost.to(compute_dtype(cost.dtype))
-    check_precision(work, eps)
-    a = prepare_marginal(a, work.shape[:-1], work, "a", "n")
-    b = prepare_marginal(b, work.shape[:-2] + work.shape[-1:], work, "b", "m")
-    if rho_a is None and rho_b is None and not is_tracing():
-        _check_masses(a, b)
-    f_init, g_init = _prepare_init(init, work)
-    unbalanced = rho_a is not None or rho_b is not None
-    use_triton = select_backend(backend, work, a, b, domain, grad) == "triton"
-
-    f_ref = g_ref = None  # kernel-domain reference potentials, computed once for the whole batch
-    if domain != "log" and not use_triton and not (domain == "auto" and is_tracing()):
-        f_ref, g_ref = kernel_reference(work.detach(), f_init, g_init)
-
-    def run(kind: str, c: Tensor, wa: Tensor, wb: Tensor) -> Iterate:
-        if use_triton:
-            return solve_triton(c, wa, wb, eps, rho_a, rho_b, g_init, max_iter, tol, check_every)
-        fi, gi = (f_init, g_init) if kind == "log" else (f_ref, g_ref)
-        return solve_iterations(kind, c, wa, wb, eps, rho_a, rho_b, fi, gi, max_iter, tol, check_every)
-
-    kind = domain
-    if use_triton:
-        kind = "log"  # the kernel iterates in the log domain
-    elif domain == "auto" and is_tracing():
-        kind = "log"  # the safety check reads the data; a traced graph takes the always-stable domain
-    elif domain == "auto":
-        safe = kernel_domain_is_safe(work.detach(), eps, unbalanced, f_ref, g_ref)
-        kind = "kernel" if safe else "log"
-
-    def solve(kind: str) -> Iterate:
-        if grad == "implicit":
-            holder: list[Iterate] = []
-            f, g = ImplicitSinkhorn.apply(work, a, b, lambda c, wa, wb: run(kind, c, wa, wb), holder, eps, rho_a, rho_b)
-            return Iterate(f=f, g=g, n_iter=holder[0].n_iter, errors=holder[0].errors)
-        return run(kind, work, a, b)
-
-    iterate = solve(kind)
-    if not is_tracing() and not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
-        if domain == "auto" and kind == "kernel":
-            kind = "log"
-            iterate = solve(kind)
-        if not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
-            raise FloatingPointError(
-                f"Sinkhorn produced non-finite potentials in the {kind} domain (eps={eps}). "
-                + (
-                    "Use domain='log' or 'auto'."
-                    if kind == "kernel"
-                    else "Check the cost scale against eps and the marginal weights."
-                )
-            )
-    result = SinkhornResult(
-        f=iterate.f,
-        g=iterate.g,
-        cost=work,
-        a=a,
-        b=b,
+    options = SinkhornOptions(
         eps=eps,
         rho_a=rho_a,
         rho_b=rho_b,
-        n_iter=iterate.n_iter,
-        errors=iterate.errors,
+        max_iter=max_iter,
         tol=tol,
-        domain=kind,
-        backend="triton" if use_triton else "torch",
+        domain=domain,
+        grad=grad,
+        check_every=check_every,
+        backend=backend,
     )
-    if unbalanced and not is_tracing():
-        _check_plan_range(result)
-    if tol is not None and not is_tracing():
-        failed = int((~result.converged).sum())
-        if failed:
-            warnings.warn(
-                f"Sinkhorn did not converge for {failed} of {result.converged.numel()} problem(s) in "
-                f"{max_iter} iterations (largest error {result.error.max().item():.3g} > tol={tol:g}). Raise "
-                "max_iter, increase eps, or loosen tol; see the Convergence section of otkit.sinkhorn.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-    return result
+    return options.solve(cost, a, b, init)
+
+
+def _solve(
+    cost: Tensor, a: Tensor | None, b: Tensor | None, options: SinkhornOptions, init: tuple[Tensor, Tensor] | None
+) -> SinkhornResult:
+    """The solver behind :func:`sinkhorn` and :meth:`SinkhornOptions.solve`, in the range :data:`PROFILER_RANGE`.
+
+    Shapes: cost ``(..., n, m)``, a ``(..., n)`` or ``None``, b ``(..., m)`` or ``None``.
+    """
+    if options.max_iter < 1:
+        raise ValueError(
+            f"max_iter must be >= 1 for sinkhorn, got {options.max_iter}: a solve needs at least one iteration "
+            "(max_iter=0 is for sinkhorn_attention, where it means plain softmax attention)."
+        )
+    with torch.profiler.record_function(PROFILER_RANGE):
+        check_cost(cost)
+        eps, rho_a, rho_b, tol, domain = options.eps, options.rho_a, options.rho_b, options.tol, options.domain
+
+        work = cost.to(compute_dtype(cost.dtype))
+        check_precision(work, eps)
+        a = prepare_marginal(a, work.shape[:-1], work, "a", "n")
+        b = prepare_marginal(b, work.shape[:-2] + work.shape[-1:], work, "b", "m")
+        if rho_a is None and rho_b is None and not is_tracing():
+            _check_masses(a, b)
+        f_init, g_init = _prepare_init(init, work)
+        unbalanced = rho_a is not None or rho_b is not None
+        use_triton = select_backend(options, work, a, b) == "triton"
+
+        f_ref = g_ref = None  # kernel-domain reference potentials, computed once for the whole batch
+        if domain != "log" and not use_triton and not (domain == "auto" and is_tracing()):
+            f_ref, g_ref = kernel_reference(work.detach(), f_init, g_init)
+
+        def run(kind: str, c: Tensor, wa: Tensor, wb: Tensor) -> Iterate:
+            if use_triton:
+                return solve_triton(c, wa, wb, options, g_init)
+            fi, gi = (f_init, g_init) if kind == "log" else (f_ref, g_ref)
+            return solve_iterations(kind, c, wa, wb, options, fi, gi)
+
+        kind = domain
+        if use_triton:
+            kind = "log"  # the kernel iterates in the log domain
+        elif domain == "auto" and is_tracing():
+            kind = "log"  # the safety check reads the data; a traced graph takes the always-stable domain
+        elif domain == "auto":
+            safe = kernel_domain_is_safe(work.detach(), eps, unbalanced, f_ref, g_ref)
+            kind = "kernel" if safe else "log"
+
+        def solve(kind: str) -> Iterate:
+            if options.grad == "implicit":
+                holder: list[Iterate] = []
+                f, g = ImplicitSinkhorn.apply(work, a, b, lambda c, wa, wb: run(kind, c, wa, wb), holder, options)
+                return Iterate(f=f, g=g, n_iter=holder[0].n_iter, errors=holder[0].errors)
+            return run(kind, work, a, b)
+
+        iterate = solve(kind)
+        if not is_tracing() and not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
+            if domain == "auto" and kind == "kernel":
+                kind = "log"
+                iterate = solve(kind)
+            if not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
+                raise FloatingPointError(
+                    f"Sinkhorn produced non-finite potentials in the {kind} domain (eps={eps}). "
+                    + (
+                        "Use domain='log' or 'auto'."
+                        if kind == "kernel"
+                        else "Check the cost scale against eps and the marginal weights."
+                    )
+                )
+        result = SinkhornResult(
+            f=iterate.f,
+            g=iterate.g,
+            cost=work,
+            a=a,
+            b=b,
+            options=options,
+            n_iter=iterate.n_iter,
+            errors=iterate.errors,
+            domain=kind,
+            backend="triton" if use_triton else "torch",
+        )
+        if unbalanced and not is_tracing():
+            _check_plan_range(result)
+        if tol is not None and not is_tracing():
+            failed = int((~result.converged).sum())
+            if failed:
+                warnings.warn(
+                    f"Sinkhorn did not converge for {failed} of {result.converged.numel()} problem(s) in "
+                    f"{options.max_iter} iterations (largest error {result.error.max().item():.3g} > tol={tol:g}). "
+                    "Raise max_iter, increase eps, or loosen tol; see the Convergence section of otkit.sinkhorn.",
+                    ConvergenceWarning,
+                    stacklevel=_caller_stacklevel(),
+                )
+        return result

@@ -13,27 +13,24 @@ ones) and every shape must match.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from otseg.clip import read_state_dict
 from otseg.config import ModelConfig
-from otseg.modeling.otseg import OTSeg
+from otseg.modeling.segmentor import OTSeg
+from otseg.utils.io import atomic_write, describe_key_mismatch, read_state_dict
 
 __all__ = [
     "PAPER_IGNORED_KEYS",
     "PAPER_KEY_MAP",
     "CheckpointError",
-    "load_model",
     "load_paper_checkpoint",
-    "load_partial_state",
+    "load_state",
     "map_paper_state_dict",
     "read_model_metadata",
     "save_model",
@@ -44,13 +41,6 @@ FORMAT = "otseg/1"
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model or is not a checkpoint at all."""
-
-
-def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
 
 
 def save_model(
@@ -74,6 +64,8 @@ def save_model(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"model files are .safetensors, got {path.name}.")
+    if model.config is None:
+        raise ValueError("this OTSeg has no config (it was not built by build_otseg), so a model file cannot hold it.")
     state = model.state_dict()
     if trainable_only:
         keep = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -84,8 +76,8 @@ def save_model(
         "otseg_meta": json.dumps(meta or {}),
         "trainable_only": json.dumps(trainable_only),
     }
-    _atomic_save_safetensors(state, path, metadata)
-    return path
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def read_model_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any], bool]:
@@ -107,68 +99,18 @@ def read_model_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any], 
     return config, json.loads(metadata.get("otseg_meta", "{}")), json.loads(metadata.get("trainable_only", "false"))
 
 
-def _load_strict(model: OTSeg, state: dict[str, Tensor], source: str, partial: bool) -> None:
-    target = model.state_dict()
-    unexpected = sorted(set(state) - set(target))
-    wrong = [k for k in state if k in target and state[k].shape != target[k].shape]
-    missing = [] if partial else sorted(set(target) - set(state))
-    if unexpected or wrong or missing:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys, e.g. {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[:5]}")
-        if wrong:
-            parts.append(
-                "shape mismatch: "
-                + ", ".join(f"{k} file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}" for k in wrong[:5])
-            )
-        raise CheckpointError(
-            f"{source} does not fit this model ({'; '.join(parts)}). Was it saved for another config?"
-        )
-    model.load_state_dict(state, strict=not partial)
+def load_state(model: OTSeg, state: dict[str, Tensor], source: str, *, partial: bool = False) -> None:
+    """Load ``state`` into ``model`` strictly: every key known, every shape right, every weight given.
 
+    ``partial`` allows a subset of the keys (e.g. the trained weights only).
 
-def load_partial_state(model: OTSeg, state: dict[str, Tensor], source: str) -> None:
-    """Load a subset of the weights (e.g. the trained ones), strictly: every key known, every shape right."""
-    _load_strict(model, state, source, partial=True)
-
-
-def load_model(
-    path: str | Path,
-    *,
-    clip_weights: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    overrides: dict[str, Any] | None = None,
-) -> tuple[OTSeg, dict[str, Any]]:
-    """Rebuild a model from one of our files (architecture from the file's config) and its metadata.
-
-    Args:
-        path: A file written by :func:`save_model`.
-        clip_weights: CLIP weights, required when the file holds only the trained weights.
-        cache_dir: Class-embedding cache folder.
-        device: Where to put the model.
-        overrides: Config values to change before building (e.g. ``{"sinkhorn_grad": "implicit"}``); the weights
-            must still fit.
+    Raises:
+        CheckpointError: naming ``source`` and the keys that do not fit.
     """
-    from otseg.build import build_otseg
-
-    config, meta, trainable_only = read_model_metadata(path)
-    if overrides:
-        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
-    if trainable_only and clip_weights is None:
-        raise CheckpointError(f"{path} holds only the trained weights; pass the CLIP weights it was trained on.")
-    import warnings
-
-    from otseg.build import RandomWeightsWarning
-
-    with warnings.catch_warnings():
-        if not trainable_only:
-            warnings.simplefilter("ignore", RandomWeightsWarning)  # every weight comes from the file
-        model = build_otseg(config, clip_weights=clip_weights, cache_dir=cache_dir)
-    _load_strict(model, read_state_dict(path), str(path), partial=trainable_only)
-    return model.to(device), meta
+    problem = describe_key_mismatch(model.state_dict(), state, partial=partial)
+    if problem is not None:
+        raise CheckpointError(f"{source} does not fit this model ({problem}). Was it saved for another config?")
+    model.load_state_dict(state, strict=not partial)
 
 
 # --- the paper's checkpoints ----------------------------------------------------------------------------------
@@ -222,5 +164,5 @@ def load_paper_checkpoint(model: OTSeg, path: str | Path) -> dict[str, Any]:
             f"{path}: {len(unknown)} keys have no counterpart in this implementation, e.g. {unknown[:5]}. Is this an "
             "OTSeg (ViT) checkpoint?"
         )
-    _load_strict(model, mapped, str(path), partial=False)
+    load_state(model, mapped, str(path))
     return {"loaded": len(mapped), "ignored": ignored}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,23 +24,19 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.model import CLIP
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
+
+from otseg.utils.io import atomic_write, describe_key_mismatch, is_torchscript_archive, read_state_dict
 
 __all__ = [
     "WordTokenizer",
     "build_clip",
     "build_tokenizer",
     "clip_architecture",
-    "is_torchscript_archive",
     "load_clip_weights",
-    "read_state_dict",
     "save_local_dir",
 ]
-
-_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
-
 
 def clip_architecture(clip: str | dict[str, Any]) -> dict[str, Any]:
     """An open_clip architecture dict (``embed_dim``, ``vision_cfg``, ``text_cfg``) from a name or a dict."""
@@ -92,12 +87,16 @@ class WordTokenizer:
         """Embedding rows the text tower needs."""
         return self.eot + 1
 
+    def encode(self, text: str) -> list[int]:
+        """Word ids of ``text``, without the start and end tokens (like open_clip's ``SimpleTokenizer.encode``)."""
+        return [self.index.get(w, 1) for w in re.findall(r"[a-z]+", text.lower())]
+
     def __call__(self, texts: str | Sequence[str]) -> Tensor:
         """Token ids ``(S, L)`` int64."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
         for row, text in enumerate(texts):
-            ids = [2, *(self.index.get(w, 1) for w in re.findall(r"[a-z]+", text.lower()))]
+            ids = [2, *self.encode(text)]
             ids = [*ids[: self.context_length - 1], self.eot]
             out[row, : len(ids)] = torch.tensor(ids)
         return out
@@ -110,62 +109,6 @@ def build_tokenizer(spec: str | dict[str, Any], context_length: int) -> Any:
     if isinstance(spec, dict) and spec.get("type") == "words":
         return WordTokenizer(spec["vocab"], context_length)
     raise ValueError(f"tokenizer must be 'clip' or {{'type': 'words', 'vocab': [...]}}, got {spec!r}.")
-
-
-def is_torchscript_archive(path: str | Path) -> bool:
-    """Whether ``path`` is a TorchScript zip archive (it carries code, not only tensors)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in archive.namelist())
-
-
-def _unwrap(checkpoint: Any, path: Path) -> dict[str, Tensor]:
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (found {type(checkpoint).__name__}).")
-    if checkpoint and all(k.startswith("module.") for k in checkpoint):
-        checkpoint = {k[len("module.") :]: v for k, v in checkpoint.items()}
-    return checkpoint
-
-
-def read_state_dict(path: str | Path, *, allow_torchscript: bool = False) -> dict[str, Tensor]:
-    """Tensors of a checkpoint file on the CPU, never executing pickled code.
-
-    safetensors files are read directly; torch files with ``weights_only=True`` (a ``state_dict`` entry and a
-    ``module.`` prefix are unwrapped). TorchScript archives are refused unless ``allow_torchscript`` (see the
-    module docstring).
-
-    Raises:
-        FileNotFoundError: if the file is missing.
-        ValueError: if the file is corrupt, truncated or not a checkpoint, with the reason.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found.")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path), device="cpu")
-        if is_torchscript_archive(path):
-            if not allow_torchscript:
-                raise ValueError(
-                    f"{path} is a TorchScript archive (executable code). Only OpenAI CLIP weights are read from such "
-                    "files, through load_clip_weights; convert other models to safetensors."
-                )
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
-            return {k: v for k, v in state.items() if k not in _NON_WEIGHT_KEYS}
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, KeyError, SafetensorError) as err:
-        raise ValueError(f"could not read {path}: the file is corrupt, truncated or not a checkpoint ({err}).") from err
-    except Exception as err:  # torch.load(weights_only=True) raises UnpicklingError for code-carrying pickles
-        if type(err).__name__ == "UnpicklingError":
-            raise ValueError(
-                f"{path} holds pickled objects beyond tensors; refusing to execute them. Save plain state dicts or "
-                f"safetensors. ({err})"
-            ) from err
-        raise
-    return _unwrap(checkpoint, path)
 
 
 def _resolve_local_dir(folder: Path) -> tuple[Path, dict[str, Any] | None]:
@@ -225,22 +168,11 @@ def load_clip_weights(model: CLIP, source: str | Path, *, quick_gelu: bool | Non
 
         side = model.visual.grid_size
         state[pos_key] = resize_positional_embedding(state[pos_key], tuple(side))
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    wrong = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
-    if missing or unexpected or wrong:
-        details = [
-            f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}" if missing else "",
-            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}" if unexpected else "",
-            "shape mismatch "
-            + ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}" for k in wrong[:5])
-            if wrong
-            else "",
-        ]
+    problem = describe_key_mismatch(target, state, limit=8)
+    if problem is not None:
         raise ValueError(
-            f"{path} does not match the CLIP architecture: "
-            + "; ".join(d for d in details if d)
-            + ". Check the model config's 'clip' entry against the weights."
+            f"{path} does not match the CLIP architecture: {problem}. Check the model config's 'clip' entry against "
+            "the weights."
         )
     model.load_state_dict(state, strict=True)
 
@@ -252,5 +184,5 @@ def save_local_dir(model: CLIP, folder: str | Path, architecture: dict[str, Any]
     config = {"model_cfg": {**architecture, "quick_gelu": quick_gelu}}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "open_clip_model.safetensors"))
+    atomic_write(folder / "open_clip_model.safetensors", lambda tmp: save_file(state, str(tmp)))
     return folder

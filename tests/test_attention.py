@@ -7,6 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import otkit
+from otkit import SinkhornOptions
+
+
+def _iters(max_iter, eps=1.0):
+    """Options for ``max_iter`` full Sinkhorn iterations (``max_iter + 1`` row normalisations), no tolerance."""
+    return SinkhornOptions(eps=eps, max_iter=max_iter, tol=None)
 
 
 def _qkv(batch=2, heads=3, lq=7, lk=9, dim=8, dtype=torch.float64):
@@ -17,39 +23,50 @@ def _qkv(batch=2, heads=3, lq=7, lk=9, dim=8, dtype=torch.float64):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_one_iteration_is_softmax_attention(dtype):
     q, k, v = _qkv(dtype=dtype)
-    out = otkit.sinkhorn_attention(q, k, v, n_iter=1)
+    out = otkit.sinkhorn_attention(q, k, v, options=_iters(0))
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.3])
+def test_zero_iterations_is_exactly_softmax_attention(eps):
+    q, k, v = _qkv(dtype=torch.float32)
+    out, weights = otkit.sinkhorn_attention(q, k, v, options=_iters(0, eps), return_weights=True)
+    expected = torch.softmax((q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5 / eps, dim=-1)
+    assert torch.equal(weights, expected)
+    assert torch.equal(out, expected @ v)
 
 
 def test_converged_attention_is_doubly_stochastic():
     q, k, v = _qkv()
-    _, weights = otkit.sinkhorn_attention(q, k, v, n_iter=500, return_weights=True)
+    _, weights = otkit.sinkhorn_attention(q, k, v, options=_iters(499), return_weights=True)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 7, dtype=torch.float64))
     torch.testing.assert_close(weights.sum(-2), torch.full((2, 3, 9), 7 / 9, dtype=torch.float64))
 
 
 def test_cosine_cost_and_temperature():
     q, k, v = _qkv()
-    _, weights = otkit.sinkhorn_attention(q, k, v, n_iter=1, cost="cosine", eps=0.1, return_weights=True)
+    _, weights = otkit.sinkhorn_attention(q, k, v, options=_iters(0, eps=0.1), cost="cosine", return_weights=True)
     cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
     torch.testing.assert_close(weights, torch.softmax(cos / 0.1, dim=-1))
 
 
 def test_padded_keys_get_no_weight_and_do_not_change_real_outputs():
     q, k, v = _qkv(lk=6)
-    ref = otkit.sinkhorn_attention(q, k, v, n_iter=20)
+    ref = otkit.sinkhorn_attention(q, k, v, options=_iters(19))
     pad = torch.randn(2, 3, 4, 8, dtype=torch.float64) * 5
     k_pad, v_pad = torch.cat([k, pad], dim=2), torch.cat([v, pad], dim=2)
     mask = torch.zeros(2, 1, 10, dtype=torch.bool)
     mask[..., 6:] = True
-    out, weights = otkit.sinkhorn_attention(q, k_pad, v_pad, n_iter=20, key_padding_mask=mask, return_weights=True)
+    out, weights = otkit.sinkhorn_attention(
+        q, k_pad, v_pad, options=_iters(19), key_padding_mask=mask, return_weights=True
+    )
     assert bool((weights[..., 6:] == 0).all())
     torch.testing.assert_close(out, ref)
 
 
 def test_self_attention_module_ignores_padding():
     torch.manual_seed(0)
-    attn = otkit.SinkhornAttention(16, 4, n_iter=10).double().eval()
+    attn = otkit.SinkhornAttention(16, 4, options=_iters(9)).double().eval()
     x = torch.randn(2, 5, 16, dtype=torch.float64)
     ref, _ = attn(x, x, x)
     padded = torch.cat([x, torch.randn(2, 3, 16, dtype=torch.float64)], dim=1)
@@ -68,7 +85,7 @@ def test_self_attention_module_ignores_padding():
 def test_module_loads_multihead_attention_weights_and_matches_it_at_one_iteration():
     torch.manual_seed(0)
     mha = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
-    attn = otkit.SinkhornAttention(16, 4, n_iter=1).eval()
+    attn = otkit.SinkhornAttention(16, 4, options=_iters(0)).eval()
     attn.load_state_dict(mha.state_dict())
     x, y = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
     ref, ref_w = mha(x, y, y)
@@ -86,14 +103,23 @@ def test_module_errors():
         attn(x, x, x, attn_mask=torch.zeros(3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="every position"):
         attn(x, x, x, key_padding_mask=torch.ones(1, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="n_iter"):
-        otkit.sinkhorn_attention(x, x, x, n_iter=0)
+    with pytest.raises(ValueError, match="max_iter must be an int >= 0"):
+        otkit.sinkhorn_attention(x, x, x, options=_iters(-1))
+
+
+def test_modules_store_their_options():
+    assert otkit.ATTENTION_OPTIONS == SinkhornOptions(eps=1.0, max_iter=2, tol=None)  # 3 row normalisations
+    assert otkit.SinkhornAttention(8, 2).options is otkit.ATTENTION_OPTIONS
+    assert otkit.MultiPromptSinkhornAttention(8).options == SinkhornOptions()
+    options = SinkhornOptions(eps=0.2, max_iter=7)
+    assert otkit.MultiPromptSinkhornAttention(8, options=options).options is options
 
 
 @pytest.mark.parametrize("grad", ["unroll", "implicit"])
 def test_gradcheck_sinkhorn_attention_module(grad):
     torch.manual_seed(0)
-    attn = otkit.SinkhornAttention(8, 2, n_iter=4, grad=grad).double().eval()
+    attn = otkit.SinkhornAttention(8, 2, options=SinkhornOptions(eps=1.0, max_iter=3, tol=None, grad=grad))
+    attn = attn.double().eval()
     x = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: attn(t, t, t)[0], (x,))
 
@@ -101,7 +127,8 @@ def test_gradcheck_sinkhorn_attention_module(grad):
 @pytest.mark.parametrize("grad", ["unroll", "implicit"])
 def test_gradcheck_mpsa_module(grad):
     torch.manual_seed(0)
-    mpsa = otkit.MultiPromptSinkhornAttention(8, eps=0.5, max_iter=3000, tol=1e-13, grad=grad).double().eval()
+    options = SinkhornOptions(eps=0.5, max_iter=3000, tol=1e-13, grad=grad)
+    mpsa = otkit.MultiPromptSinkhornAttention(8, options=options).double().eval()
     queries = torch.randn(1, 2, 3, 8, dtype=torch.float64, requires_grad=True)
     pixels = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda qq, pp: torch.cat([t.flatten() for t in mpsa(qq, pp)]), (queries, pixels))

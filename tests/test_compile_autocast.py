@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import otkit
+from otkit import SinkhornOptions
 
 
 @pytest.mark.parametrize("grad", ["unroll", "implicit"])
@@ -28,8 +29,8 @@ def test_sinkhorn_compiles_without_graph_breaks(grad):
 @pytest.mark.parametrize("grad", ["unroll", "implicit"])
 def test_modules_compile_fullgraph(grad):
     torch.manual_seed(0)
-    mpsa = otkit.MultiPromptSinkhornAttention(16, max_iter=5, tol=None, grad=grad).eval()
-    attn = otkit.SinkhornAttention(16, 2, n_iter=3, grad=grad).eval()
+    mpsa = otkit.MultiPromptSinkhornAttention(16, options=SinkhornOptions(max_iter=5, tol=None, grad=grad)).eval()
+    attn = otkit.SinkhornAttention(16, 2, options=SinkhornOptions(eps=1.0, max_iter=2, tol=None, grad=grad)).eval()
     queries, pixels = torch.randn(2, 3, 4, 16), torch.randn(2, 25, 16)
     out, logits = torch.compile(mpsa, fullgraph=True, backend="aot_eager")(queries, pixels)
     ref_out, ref_logits = mpsa(queries, pixels)
@@ -44,7 +45,7 @@ def test_modules_compile_fullgraph(grad):
 
 
 def test_inductor_compiles_attention():
-    attn = otkit.SinkhornAttention(16, 2, n_iter=3).eval()
+    attn = otkit.SinkhornAttention(16, 2, options=SinkhornOptions(eps=1.0, max_iter=2, tol=None)).eval()
     x = torch.randn(2, 6, 16)
     y, _ = torch.compile(attn, fullgraph=True)(x, x, x)
     torch.testing.assert_close(y, attn(x, x, x)[0], rtol=1e-4, atol=1e-5)

@@ -10,9 +10,8 @@ from click.testing import CliRunner
 from cli.otseg_cli import main as otseg_main
 from otseg.build import build_otseg
 from otseg.clip import WordTokenizer, build_clip, save_local_dir
-from otseg.clip_pretrain import PretrainConfig, pretrain_clip, zero_shot_accuracy
 from otseg.data.synthetic import SyntheticWorld, diagonal_split
-from otseg.demo import COLOURS, PATTERNS, demo_model_config
+from otseg.demo import COLOURS, PATTERNS, PretrainConfig, demo_model_config, pretrain_clip, zero_shot_accuracy
 from otseg.modeling.text_encoder import templates_for
 
 

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from rich.console import Console
 
 from otseg.data import ADE20KDataset, ZeroShotSplit
-from otseg.evaluation import ConfusionMatrix, SegmentationMetrics, harmonic_iou, print_metrics
+from otseg.engine import ConfusionMatrix, SegmentationMetrics, harmonic_iou, print_metrics
 
 # label / pred over 10 pixels, 3 classes, two ignored pixels (whose predictions must not count)
 LABEL = torch.tensor([[0, 0, 0, 1, 1], [1, 2, 2, 255, 255]])

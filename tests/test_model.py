@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
 
-from otseg.build import RandomWeightsWarning, build_otseg
+from otseg.build import build_otseg, load_otseg
 from otseg.checkpoint import (
     PAPER_KEY_MAP,
     CheckpointError,
-    load_model,
     load_paper_checkpoint,
+    load_state,
     map_paper_state_dict,
     save_model,
 )
@@ -25,9 +24,7 @@ TINY = get_model_config("otseg-tiny")
 
 
 def tiny(**changes):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomWeightsWarning)
-        return build_otseg(TINY.replace(**changes) if changes else TINY)
+    return build_otseg(TINY.with_overrides(changes), allow_random_clip=True)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +38,8 @@ def text(model):
     return model.class_embeddings(["cat", "dog", "red car", "sky"])
 
 
-def test_random_init_warns_loudly():
-    with pytest.warns(RandomWeightsWarning, match="RANDOMLY INITIALISED"):
+def test_random_clip_must_be_asked_for():
+    with pytest.raises(ValueError, match=r"no CLIP weights given.*allow_random_clip=True"):
         build_otseg(TINY)
 
 
@@ -238,7 +235,7 @@ def test_model_file_round_trip(tmp_path, text):
     torch.manual_seed(0)
     net = tiny().eval()
     path = save_model(net, tmp_path / "m.safetensors", meta={"classes": ["a", "b"]})
-    loaded, meta = load_model(path)
+    loaded, meta = load_otseg(path)
     assert meta == {"classes": ["a", "b"]} and loaded.config == net.config
     images = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
@@ -251,20 +248,19 @@ def test_trainable_only_file_needs_clip_weights(tmp_path):
     torch.save(clip.state_dict(), weights)
     net = build_otseg(TINY, clip_weights=weights)
     path = save_model(net, tmp_path / "small.safetensors", trainable_only=True)
-    with pytest.raises(CheckpointError, match="only the trained weights"):
-        load_model(path)
-    loaded, _ = load_model(path, clip_weights=weights)
+    with pytest.raises(CheckpointError, match=r"only the trained weights.*--clip-weights"):
+        load_otseg(path)
+    loaded, _ = load_otseg(path, clip_weights=weights)
     torch.testing.assert_close(loaded.head.descriptor.q_proj.weight, net.head.descriptor.q_proj.weight)
 
 
 def test_model_file_of_another_config_is_rejected(tmp_path):
     path = save_model(tiny(), tmp_path / "m.safetensors")
     other = tiny(num_prompt_tokens=3)
-    from otseg.checkpoint import _load_strict
-    from otseg.clip import read_state_dict
+    from otseg.utils.io import read_state_dict
 
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        _load_strict(other, read_state_dict(path), str(path), partial=False)
+        load_state(other, read_state_dict(path), str(path))
 
 
 def _to_paper_keys(state):
@@ -315,7 +311,7 @@ def test_paper_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 def test_torchscript_archives_are_only_read_as_clip_weights(tmp_path):
     """A TorchScript archive is a program: model files and paper checkpoints never load one."""
-    from otseg.clip import read_state_dict
+    from otseg.utils.io import read_state_dict
 
     source = tmp_path / "archive.pt"
     torch.jit.save(_trace(_reference_clip()), str(source))
@@ -328,7 +324,7 @@ def test_torchscript_archives_are_only_read_as_clip_weights(tmp_path):
 def test_learnable_context_models_save_and_load(tmp_path):
     net = tiny(learnable_context=2)
     assert not any(k.startswith("learnable_context.encoder") for k in net.state_dict())
-    loaded, _ = load_model(save_model(net, tmp_path / "coop.safetensors"))
+    loaded, _ = load_otseg(save_model(net, tmp_path / "coop.safetensors"))
     torch.testing.assert_close(loaded.learnable_context.context, net.learnable_context.context)
 
 

@@ -7,16 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from otseg import train as train_module
-from otseg.build import RandomWeightsWarning
-from otseg.clip import read_state_dict
-from otseg.train import UNSEEN_MARK, TrainConfig, TrainingDiverged, _pseudo_label, lr_at, train
+from otseg.engine import TrainConfig, TrainingDiverged, lr_at, train
+from otseg.engine import run_dir as run_dir_module
+from otseg.engine import trainer as train_module
+from otseg.engine.sampling import UNSEEN_MARK, pseudo_label
+from otseg.predictor import InferenceSettings
+from otseg.utils.io import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,8 @@ def tiny_config(out_dir, **changes):
         batch_size=4,
         warmup_iters=2,
         lr=1e-3,
-        eval_short_side=None,
-        eval_mode="whole",
+        inference=InferenceSettings(short_side=None, mode="whole"),
+        allow_random_clip=True,
         checkpoint_interval=3,
         log_interval=1,
         num_workers=0,
@@ -42,13 +43,6 @@ def tiny_config(out_dir, **changes):
     )
     values.update(changes)
     return TrainConfig(**values)
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomWeightsWarning)
-        yield
 
 
 def _trained_weights(out_dir):
@@ -123,7 +117,7 @@ def test_pseudo_labels_pick_the_best_unseen_class():
     logits[0, 0] = 10.0  # a seen class wins everywhere, but pseudo-labels only choose among unseen ones
     logits[0, 2, 0, 1] = 5.0
     logits[0, 1, 1, 1] = 5.0
-    out = _pseudo_label(labels, logits, torch.tensor([False, True, True]))
+    out = pseudo_label(labels, logits, torch.tensor([False, True, True]))
     assert out.tolist() == [[[0, 2], [255, 1]]]
 
 
@@ -191,7 +185,7 @@ def test_full_disk_is_reported_before_training(tmp_path, monkeypatch):
     import shutil
 
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda _: usage._replace(free=1024))
+    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda _: usage._replace(free=1024))
     with pytest.raises(RuntimeError, match="MiB free"):
         train(tiny_config(tmp_path / "full"))
 

@@ -21,7 +21,7 @@ import torch
 pytest.importorskip("triton", reason="triton is not installed; the kernel cannot be tested")
 
 import otkit
-from otkit import _triton
+from otkit import SinkhornOptions, _triton
 from otkit._iterations import solve_log
 from otkit._triton import triton_sinkhorn
 from tests.conftest import random_problem
@@ -78,8 +78,9 @@ def _case_fixed_iterations_match_the_log_loop() -> None:
         # streamed: blocks of 32 entries, so 37 rows take 10 blocks of 4 (m = 5) or 2 of 32 (m = 1), the last partial
         _triton.RESIDENT_ELEMENTS, _triton.STREAM_ELEMENTS = (32, 32) if streamed else (8192, 4096)
         assert _triton._launch_config(n, m)[2] is not streamed
-        f, g, n_iter, err = triton_sinkhorn(cost, a, b, eps, *relax, g0, iters, None, 5)
-        ref = solve_log(cost.float(), a, b, eps, *relax, g0, iters, None, 5)
+        options = SinkhornOptions(eps=eps, rho_a=relax[0], rho_b=relax[1], max_iter=iters, tol=None, check_every=5)
+        f, g, n_iter, err = triton_sinkhorn(cost, a, b, options, g0)
+        ref = solve_log(cost.float(), a, b, options, g0)
         msg = lambda s, x=label: f"{x}: {s}"  # noqa: E731
         torch.testing.assert_close(f, ref.f, rtol=1e-5, atol=2e-6, msg=msg)
         torch.testing.assert_close(g, ref.g, rtol=1e-5, atol=2e-6, msg=msg)
@@ -110,8 +111,8 @@ def _case_each_problem_stops_at_its_first_converged_check() -> None:
     """Per-problem stopping on device: each problem's count is what the torch loop needs for it alone."""
     cost, a, b = random_problem((4,), 29, 6, dtype=torch.float32, seed=3)
     cost = cost * torch.tensor([0.25, 0.5, 1.0, 1.5]).view(4, 1, 1)  # harder and harder problems
-    kw = dict(eps=0.1, rho_a=None, rho_b=None, g_init=None, max_iter=400, tol=1e-5, check_every=5)
-    f, g, n_iter, err = triton_sinkhorn(cost, a, b, **kw)
+    options = SinkhornOptions(eps=0.1, max_iter=400, tol=1e-5, check_every=5)
+    f, g, n_iter, err = triton_sinkhorn(cost, a, b, options, None)
     assert len(set(n_iter.tolist())) > 1, n_iter  # the problems do stop at different iterations
     for p in range(4):
         alone = otkit.sinkhorn(cost[p], a[p], b[p], eps=0.1, max_iter=400, tol=1e-5, check_every=5, domain="log")

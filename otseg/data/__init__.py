@@ -7,11 +7,14 @@ from otseg.data.classes import (
     IGNORE_INDEX,
     VOC_CLASSES,
     ZeroShotSplit,
+    check_class_names,
     get_split,
     list_splits,
+    parse_class_names,
 )
 from otseg.data.datasets import (
     ADE20KDataset,
+    BenchmarkDataset,
     COCOStuffDataset,
     ContextDataset,
     FolderDataset,
@@ -19,17 +22,12 @@ from otseg.data.datasets import (
     VOCDataset,
     build_dataset,
     list_datasets,
-    load_image,
-    load_label,
-    read_class_names,
 )
-from otseg.data.synthetic import (
-    SyntheticSample,
-    SyntheticSegmentationDataset,
-    SyntheticWorld,
-    diagonal_split,
-    write_folder_dataset,
-)
+from otseg.data.layouts import LAYOUTS, Layout
+from otseg.data.readers import DataFileError, load_image, load_label, read_class_names
+from otseg.data.sources import DataSources, build_sources
+from otseg.data.synthetic import SyntheticSample, SyntheticWorld, diagonal_split
+from otseg.data.synthetic_dataset import SyntheticSegmentationDataset, write_folder_dataset
 from otseg.data.transforms import TrainTransform
 
 __all__ = [
@@ -37,11 +35,16 @@ __all__ = [
     "COCO_STUFF_CLASSES",
     "CONTEXT_CLASSES",
     "IGNORE_INDEX",
+    "LAYOUTS",
     "VOC_CLASSES",
     "ADE20KDataset",
+    "BenchmarkDataset",
     "COCOStuffDataset",
     "ContextDataset",
+    "DataFileError",
+    "DataSources",
     "FolderDataset",
+    "Layout",
     "SegmentationDataset",
     "SyntheticSample",
     "SyntheticSegmentationDataset",
@@ -50,12 +53,15 @@ __all__ = [
     "VOCDataset",
     "ZeroShotSplit",
     "build_dataset",
+    "build_sources",
+    "check_class_names",
     "diagonal_split",
     "get_split",
     "list_datasets",
     "list_splits",
     "load_image",
     "load_label",
+    "parse_class_names",
     "read_class_names",
     "write_folder_dataset",
 ]

@@ -4,7 +4,8 @@ Index ``k`` of each tuple is the training id ``k`` of the dataset after its labe
 Context and ADE20K drop their background/"other" label 0 with ``reduce_zero_label``; COCO-Stuff uses its
 ``labelTrainIds`` as they are). Label 255 is "ignore" everywhere.
 
-The unseen classes of each split are those of the OTSeg paper (and ZegCLIP before it); see DESIGN.md section 2.
+The unseen classes of each split are those of the OTSeg paper (arXiv 2403.14183, Table 1) and of ZegCLIP before it:
+VOC's last five classes, ten PASCAL Context classes and fifteen COCO-Stuff classes, listed in ``_SPLITS`` below.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "get_split",
     "list_splits",
     "normalize_name",
+    "parse_class_names",
 ]
 
 IGNORE_INDEX = 255
@@ -196,10 +198,10 @@ class ZeroShotSplit:
         Raises:
             ValueError: A name is unknown or given twice.
         """
-        all_names = tuple(all_names)
-        check_class_names(all_names, "all_names")
+        all_names = check_class_names(all_names, "all_names")
         unseen_names = list(unseen_names)
-        check_class_names(unseen_names, "unseen_names")
+        if unseen_names:
+            unseen_names = list(check_class_names(unseen_names, "unseen_names"))
         index = {n: i for i, n in enumerate(all_names)}
         unknown = [n for n in unseen_names if n not in index]
         if unknown:
@@ -210,14 +212,39 @@ class ZeroShotSplit:
         return cls(name, all_names, tuple(index[n] for n in unseen_names))
 
 
-def check_class_names(names: Sequence[str], what: str) -> None:
-    """Raise a ValueError naming ``what`` when ``names`` has empty or repeated entries."""
+def check_class_names(names: Sequence[str], what: str = "class_names") -> tuple[str, ...]:
+    """The one validator of class-name lists: names stripped of surrounding spaces, checked, returned.
+
+    Raises:
+        ValueError: naming ``what``, when the list is empty, an entry is empty or not a string, or two names are
+            equal up to case and surrounding spaces (they would get the same text embedding).
+    """
+    names = list(names)
+    if not names:
+        raise ValueError(f"{what} is empty; give at least one class name.")
     empty = [i for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
     if empty:
-        raise ValueError(f"{what}: entries at positions {empty} are empty or not strings; every class needs a name.")
-    dup = sorted(n for n, count in Counter(names).items() if count > 1)
+        raise ValueError(
+            f"{what}: entries at positions {empty} are empty or not strings; every class needs a name (check for "
+            "doubled commas or blank lines)."
+        )
+    stripped = tuple(n.strip() for n in names)
+    counts = Counter(n.lower() for n in stripped)
+    dup = sorted({n for n in stripped if counts[n.lower()] > 1})
     if dup:
-        raise ValueError(f"{what}: names {dup} appear more than once; class names must be unique.")
+        raise ValueError(
+            f"{what}: names {dup} appear more than once (ignoring case); remove the duplicates, class names must "
+            "be unique."
+        )
+    return stripped
+
+
+def parse_class_names(text: str, what: str = "class names") -> tuple[str, ...]:
+    """Class names from free text, separated by commas and/or new lines, checked by :func:`check_class_names`."""
+    parts = [p for line in text.splitlines() for p in line.split(",")]
+    while parts and not parts[-1].strip():  # a trailing comma or newline
+        parts.pop()
+    return check_class_names(parts, what)
 
 
 _SPLITS: dict[str, ZeroShotSplit] = {

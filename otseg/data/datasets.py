@@ -1,10 +1,11 @@
-"""Segmentation datasets in mmsegmentation's on-disk layouts.
+"""Segmentation datasets in mmsegmentation's on-disk layouts, described by one table.
 
 Every dataset yields dicts ``{"image": uint8 (3, H, W) RGB, "label": int64 (H, W), "name": str}`` where label
 values are class indices ``[0, K)`` in the order of :mod:`otseg.data.classes` and 255 is "ignore", after an
 optional joint ``transform(image, label) -> (image, label)``.
 
-Layouts (``root`` may be the folder that holds the top-level dataset folder, or that folder itself):
+Layouts (``root`` may be the folder that holds the top-level dataset folder, or that folder itself), one
+:class:`~otseg.data.layouts.Layout` each in :data:`~otseg.data.layouts.LAYOUTS`:
 
 - VOC 2012: ``VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, SegmentationClassAug,
   ImageSets/Segmentation/{train,trainaug,val}.txt}``
@@ -21,121 +22,37 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from otseg.data.classes import IGNORE_INDEX, ZeroShotSplit, check_class_names, get_split, normalize_name
+from otseg.data.classes import IGNORE_INDEX, ZeroShotSplit, get_split, normalize_name
+from otseg.data.layouts import LAYOUTS, Layout
+from otseg.data.readers import IMAGE_SUFFIXES, load_image, load_label, read_class_names
 
 __all__ = [
     "ADE20KDataset",
+    "BenchmarkDataset",
     "COCOStuffDataset",
     "ContextDataset",
     "FolderDataset",
     "JointTransform",
+    "LabelledDataset",
     "SegmentationDataset",
     "VOCDataset",
     "build_dataset",
     "list_datasets",
-    "load_image",
-    "load_label",
-    "read_class_names",
 ]
 
 JointTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """``(image uint8 (3, H, W), label int64 (H, W)) -> (image, label)``."""
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-_PREPARE_GUIDE = "mmsegmentation's dataset preparation guide (docs/en/user_guides/2_dataset_prepare.md)"
-
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reading files
-
-
-def load_image(path: str | Path) -> Tensor:
-    """Read an image file as RGB.
-
-    Grayscale and palette images are expanded to three channels, an alpha channel is dropped (colours are kept as
-    stored, not composited), 16-bit and 32-bit integer images are scaled from ``0..65535`` to ``0..255`` and float
-    images from ``[0, 1]`` (or clipped to ``0..255`` when their values exceed 1). EXIF orientation is not applied,
-    so the image stays aligned with its label file.
-
-    Args:
-        path: Image file readable by Pillow.
-
-    Returns:
-        uint8 tensor ``(3, H, W)``.
-    """
-    with Image.open(path) as img:
-        img.load()
-        if img.mode.startswith("I") or img.mode == "F":
-            arr = np.asarray(img)
-            if img.mode == "F":
-                arr = arr.astype(np.float64) * (255.0 if arr.size and np.nanmax(arr) <= 1.0 else 1.0)
-            else:
-                arr = arr.astype(np.float64) * (255.0 / 65535.0)
-            arr = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        else:
-            arr = np.array(img if img.mode == "RGB" else img.convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def load_label(path: str | Path) -> np.ndarray:
-    """Read a label file as stored (no reduction).
-
-    Args:
-        path: 8-bit single-channel PNG, mode ``"L"`` or palette ``"P"`` (whose pixel values are the palette
-            indices, as in VOC's ``SegmentationClass``). 16-bit files are accepted when all values are <= 255.
-
-    Returns:
-        uint8 array ``(H, W)``.
-
-    Raises:
-        ValueError: The file is not a single-channel index map.
-    """
-    with Image.open(path) as img:
-        mode = img.mode
-        if mode in ("L", "P"):
-            return np.array(img)
-        if mode.startswith("I"):
-            arr = np.asarray(img)
-            if arr.size == 0 or (arr.min() >= 0 and arr.max() <= 255):
-                return arr.astype(np.uint8)
-            raise ValueError(
-                f"{path}: label image holds values {int(arr.min())}..{int(arr.max())}, beyond 8 bits; labels must be "
-                "class indices 0..254 with 255 = ignore."
-            )
-    raise ValueError(
-        f"{path}: label image has mode {mode!r}; expected an 8-bit single-channel PNG (mode 'L', or 'P' whose "
-        "palette indices are the classes). Colour-coded RGB masks must be converted to class-index maps first."
-    )
-
-
-def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """Read a class-name file: one name per line, in label-index order (blank lines at the end are ignored).
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: A name is empty or repeated.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class-name file not found at {path}; write one class name per line, in index order.")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    empty = [i + 1 for i, line in enumerate(lines) if not line]
-    if not lines or empty:
-        where = f"lines {empty} are empty" if lines else "it holds no names"
-        raise ValueError(f"{path}: {where}; give exactly one non-empty class name per line, in label-index order.")
-    check_class_names(lines, str(path))
-    return tuple(lines)
+# Pairing images with labels
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -157,33 +74,13 @@ def _pair_by_stem(images_dir: Path, labels_dir: Path, label_suffix: str, what: s
     return pairs
 
 
-def _require_dir(folder: Path, what: str, kind: str, guide: str) -> None:
-    """Raise a FileNotFoundError naming the expected ``folder`` and how to prepare the dataset."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what}: {kind} {folder} not found. {guide}")
-
-
-def _find_base(root: str | Path, candidates: Sequence[str], marker: str, what: str, guide: str) -> Path:
-    """The first ``root / candidate`` that contains ``marker``; a FileNotFoundError listing them otherwise."""
-    root = Path(root).expanduser()
-    tried = [root / c if c != "." else root for c in candidates]
-    for base in tried:
-        if (base / marker).is_dir():
-            return base
-    looked = ", ".join(str(base / marker) for base in tried)
-    raise FileNotFoundError(f"{what} not found: looked for {looked}. {guide}")
-
-
-def _read_ids(split_file: Path, what: str, guide: str) -> list[str]:
+def _pair_by_ids(split_file: Path, image_dir: Path, label_dir: Path, what: str, guide: str) -> list[tuple[Path, Path]]:
+    """Pair ``<id>.jpg`` with ``<id>.png`` for every id listed in ``split_file``."""
     if not split_file.is_file():
         raise FileNotFoundError(f"{what}: split file {split_file} not found. {guide}")
     ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     if not ids:
         raise ValueError(f"{what}: split file {split_file} is empty; it should list one image id per line.")
-    return ids
-
-
-def _pairs_from_ids(ids: Sequence[str], image_dir: Path, label_dir: Path, what: str) -> list[tuple[Path, Path]]:
     pairs = [(image_dir / f"{i}.jpg", label_dir / f"{i}.png") for i in ids]
     missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
     if missing:
@@ -194,18 +91,28 @@ def _pairs_from_ids(ids: Sequence[str], image_dir: Path, label_dir: Path, what: 
     return pairs
 
 
-def _check_split(split: str, allowed: Sequence[str]) -> str:
-    if split not in allowed:
-        raise ValueError(f"split must be one of {list(allowed)}, got {split!r}.")
-    return split
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Datasets
 
 
-class SegmentationDataset(Dataset):
-    """Image/label pairs with a class list; the base of every dataset here.
+class LabelledDataset(Dataset):
+    """A dataset whose labels index the classes of its :attr:`zero_shot_split` (set by the subclass)."""
+
+    zero_shot_split: ZeroShotSplit
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The ``K`` class names in label-index order."""
+        return self.zero_shot_split.class_names
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``K``."""
+        return self.zero_shot_split.num_classes
+
+
+class SegmentationDataset(LabelledDataset):
+    """Image/label pairs with a class list; the base of every dataset read from files.
 
     Labels are read as stored, reduced when ``reduce_zero_label`` (0 -> 255, ``k`` -> ``k - 1``, 255 stays 255),
     then checked: a value outside ``[0, K)`` other than 255 raises a ValueError naming the file and the values,
@@ -251,16 +158,6 @@ class SegmentationDataset(Dataset):
         self._lut = lut.astype(np.uint8)  # file value -> label value
         self._bad = (self._lut >= k) & (self._lut != IGNORE_INDEX)  # file values that are no class
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The ``K`` class names in label-index order."""
-        return self.zero_shot_split.class_names
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes ``K``."""
-        return self.zero_shot_split.num_classes
-
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -282,7 +179,8 @@ class SegmentationDataset(Dataset):
                 raise ValueError(
                     f"{path}: label values {bad_values.tolist()} are outside the {k} classes of this dataset "
                     f"(valid values in the file: {valid} and {IGNORE_INDEX} = ignore). Check that the annotations "
-                    "are class indices for this dataset, or pass strict_labels=False to ignore those pixels."
+                    "are class indices for this dataset, or pass strict_labels=False (training: --set "
+                    "strict_labels=false) to ignore those pixels."
                 )
             label[self._bad[raw]] = IGNORE_INDEX
         return torch.from_numpy(label.astype(np.int64))
@@ -302,198 +200,100 @@ class SegmentationDataset(Dataset):
         return {"image": image, "label": label, "name": image_path.stem}
 
 
-_VOC_GUIDE = (
-    "Extract VOCtrainval_11-May-2012.tar so that <root>/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, "
-    "ImageSets/Segmentation/{train,val}.txt} exist; for the augmented training set add SegmentationClassAug/ and "
-    f"ImageSets/Segmentation/trainaug.txt built from SBD as in {_PREPARE_GUIDE} (tools/dataset_converters/voc_aug.py)."
-)
-
-
-class VOCDataset(SegmentationDataset):
-    """PASCAL VOC 2012, 20 classes (background -> 255 by ``reduce_zero_label``).
-
-    Training uses ``SegmentationClassAug`` + ``ImageSets/Segmentation/trainaug.txt`` (10,582 images; mmseg's
-    ``aug.txt`` is accepted too) when ``aug=True`` and both exist, else ``SegmentationClass`` + ``train.txt``
-    (1,464 images, with a warning when ``aug=True``). Validation uses ``SegmentationClass`` + ``val.txt``.
+class BenchmarkDataset(SegmentationDataset):
+    """A benchmark read through its :class:`Layout` (the subclasses set :attr:`layout`).
 
     Args:
-        root: Folder containing ``VOCdevkit``, or ``VOCdevkit``, or ``VOCdevkit/VOC2012`` itself.
-        split: ``"train"`` or ``"val"``.
-        aug: Use the SBD-augmented training set when present.
+        root: Folder containing the dataset's top-level folder, or a folder further down (see ``Layout.bases``).
+        split: ``"train"`` or ``"val"`` (default: the layout's).
+        aug: Train on the augmented label set when the layout has one and it is present (VOC's SBD, 10,582
+            images instead of 1,464); a warning says when it is asked for but missing.
         transform: Optional joint transform.
         strict_labels: See :class:`SegmentationDataset`.
     """
 
+    layout: ClassVar[Layout]
+
     def __init__(
         self,
         root: str | Path,
-        split: str = "train",
-        aug: bool = True,
+        split: str | None = None,
         *,
+        aug: bool = True,
         transform: JointTransform | None = None,
         strict_labels: bool = True,
     ) -> None:
-        what = "PASCAL VOC 2012"
-        _check_split(split, ("train", "val"))
-        base = _find_base(root, ("VOCdevkit/VOC2012", "VOC2012", "."), "JPEGImages", what, _VOC_GUIDE)
-        sets = base / "ImageSets" / "Segmentation"
-        label_dir, split_file = base / "SegmentationClass", sets / f"{split}.txt"
-        if split == "train" and aug:
-            aug_file = next((f for f in (sets / "trainaug.txt", sets / "aug.txt") if f.is_file()), None)
-            if (base / "SegmentationClassAug").is_dir() and aug_file is not None:
-                label_dir, split_file = base / "SegmentationClassAug", aug_file
+        lay = self.layout
+        split = lay.default_split if split is None else split
+        if split not in lay.subfolders:
+            raise ValueError(f"split must be one of {list(lay.subfolders)}, got {split!r}.")
+        sub = lay.subfolders[split]
+        base = self._find_base(Path(root).expanduser(), lay.marker.format(sub=sub))
+        image_dir, label_dir = base / lay.images.format(sub=sub), base / lay.labels.format(sub=sub)
+        split_file = None if lay.split_file is None else base / lay.split_file.format(sub=sub)
+        if split == "train" and aug and lay.aug_labels is not None:
+            aug_file = next((base / f for f in lay.aug_split_files if (base / f).is_file()), None)
+            if (base / lay.aug_labels).is_dir() and aug_file is not None:
+                label_dir, split_file = base / lay.aug_labels, aug_file
             else:
                 warnings.warn(
-                    f"{what}: aug=True but {base / 'SegmentationClassAug'} or {sets / 'trainaug.txt'} is missing; "
-                    "training on SegmentationClass + train.txt (1,464 images instead of 10,582). "
-                    "Pass aug=False to silence this, or add the SBD augmentation (see the VOCDataset docstring).",
+                    f"{lay.title}: aug=True but {base / lay.aug_labels} or {base / lay.aug_split_files[0]} is "
+                    "missing; training on the standard labels and split file instead. Pass aug=False (training: "
+                    "--set voc_aug=false) to silence this, or add the augmentation (see the dataset guide).",
                     stacklevel=2,
                 )
-        _require_dir(label_dir, what, "label folder", _VOC_GUIDE)
-        ids = _read_ids(split_file, what, _VOC_GUIDE)
-        samples = _pairs_from_ids(ids, base / "JPEGImages", label_dir, what)
+        if lay.flat_fallback and not image_dir.is_dir() and _list_images(base / "images"):
+            image_dir, label_dir = base / "images", base / "annotations"
+        for folder, kind in ((image_dir, "image folder"), (label_dir, "label folder")):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{lay.title}: {kind} {folder} not found. {lay.guide}")
+        if split_file is None:
+            samples = _pair_by_stem(image_dir, label_dir, lay.label_suffix, lay.title)
+        else:
+            samples = _pair_by_ids(split_file, image_dir, label_dir, lay.title, lay.guide)
         super().__init__(
             samples,
-            get_split("voc"),
+            get_split(lay.split_name),
             split=split,
-            reduce_zero_label=True,
+            reduce_zero_label=lay.reduce_zero_label,
             transform=transform,
             strict_labels=strict_labels,
         )
         self.root = base
 
-
-_CONTEXT_GUIDE = (
-    "Extract VOCtrainval_03-May-2010.tar so that <root>/VOCdevkit/VOC2010/JPEGImages exists, then build "
-    "SegmentationClassContext/ and ImageSets/SegmentationContext/{train,val}.txt from trainval_merged.json with "
-    f"the Detail API as in {_PREPARE_GUIDE} (tools/dataset_converters/pascal_context.py)."
-)
-
-
-class ContextDataset(SegmentationDataset):
-    """PASCAL Context, 59 classes (background -> 255 by ``reduce_zero_label``).
-
-    Args:
-        root: Folder containing ``VOCdevkit``, or ``VOCdevkit``, or ``VOCdevkit/VOC2010`` itself.
-        split: ``"train"`` or ``"val"``.
-        transform: Optional joint transform.
-        strict_labels: See :class:`SegmentationDataset`.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transform: JointTransform | None = None,
-        strict_labels: bool = True,
-    ) -> None:
-        what = "PASCAL Context"
-        _check_split(split, ("train", "val"))
-        base = _find_base(root, ("VOCdevkit/VOC2010", "VOC2010", "."), "JPEGImages", what, _CONTEXT_GUIDE)
-        label_dir = base / "SegmentationClassContext"
-        _require_dir(label_dir, what, "label folder", _CONTEXT_GUIDE)
-        ids = _read_ids(base / "ImageSets" / "SegmentationContext" / f"{split}.txt", what, _CONTEXT_GUIDE)
-        samples = _pairs_from_ids(ids, base / "JPEGImages", label_dir, what)
-        super().__init__(
-            samples,
-            get_split("context"),
-            split=split,
-            reduce_zero_label=True,
-            transform=transform,
-            strict_labels=strict_labels,
-        )
-        self.root = base
+    def _find_base(self, root: Path, marker: str) -> Path:
+        """The first candidate base under ``root`` that contains ``marker``; a FileNotFoundError listing them."""
+        lay = self.layout
+        tried = [root / c if c != "." else root for c in lay.bases]
+        for base in tried:
+            if (base / marker).is_dir():
+                return base
+        looked = ", ".join(str(base / marker) for base in tried)
+        raise FileNotFoundError(f"{lay.title} not found: looked for {looked}. {lay.guide}")
 
 
-_COCO_GUIDE = (
-    "Extract train2017.zip and val2017.zip into <root>/coco_stuff164k/images/ and stuffthingmaps_trainval2017.zip "
-    "into <root>/coco_stuff164k/annotations/, then create the *_labelTrainIds.png files with "
-    f"tools/dataset_converters/coco_stuff164k.py as in {_PREPARE_GUIDE}."
-)
+class VOCDataset(BenchmarkDataset):
+    """PASCAL VOC 2012, 20 classes (background -> 255); training on ``SegmentationClassAug`` + ``trainaug.txt``."""
+
+    layout = LAYOUTS["voc"]
 
 
-class COCOStuffDataset(SegmentationDataset):
-    """COCO-Stuff 164K, 171 classes from ``*_labelTrainIds.png`` (no reduction, 255 = ignore).
+class ContextDataset(BenchmarkDataset):
+    """PASCAL Context, 59 classes (background -> 255 by ``reduce_zero_label``)."""
 
-    Args:
-        root: Folder containing ``coco_stuff164k``, or ``coco_stuff164k`` itself.
-        split: ``"train"`` (``train2017``) or ``"val"`` (``val2017``).
-        transform: Optional joint transform.
-        strict_labels: See :class:`SegmentationDataset`.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transform: JointTransform | None = None,
-        strict_labels: bool = True,
-    ) -> None:
-        what = "COCO-Stuff 164K"
-        sub = {"train": "train2017", "val": "val2017"}[_check_split(split, ("train", "val"))]
-        base = _find_base(root, ("coco_stuff164k", "."), f"images/{sub}", what, _COCO_GUIDE)
-        label_dir = base / "annotations" / sub
-        _require_dir(label_dir, what, "label folder", _COCO_GUIDE)
-        samples = _pair_by_stem(base / "images" / sub, label_dir, "_labelTrainIds.png", what)
-        super().__init__(
-            samples,
-            get_split("coco-stuff"),
-            split=split,
-            reduce_zero_label=False,
-            transform=transform,
-            strict_labels=strict_labels,
-        )
-        self.root = base
+    layout = LAYOUTS["context"]
 
 
-_ADE_GUIDE = (
-    "Extract ADEChallengeData2016.zip (the SceneParsing release) into <root> so that "
-    f"<root>/ADEChallengeData2016/{{images,annotations}}/{{training,validation}} exist, as in {_PREPARE_GUIDE}."
-)
+class COCOStuffDataset(BenchmarkDataset):
+    """COCO-Stuff 164K, 171 classes from ``*_labelTrainIds.png`` (no reduction, 255 = ignore)."""
+
+    layout = LAYOUTS["coco-stuff"]
 
 
-class ADE20KDataset(SegmentationDataset):
-    """ADE20K SceneParsing, 150 classes ("other" = 0 -> 255 by ``reduce_zero_label``); no unseen classes.
+class ADE20KDataset(BenchmarkDataset):
+    """ADE20K SceneParsing, 150 classes ("other" = 0 -> 255); no unseen classes (cross-dataset evaluation)."""
 
-    Reads ``images/<training|validation>`` with ``annotations/<training|validation>/<stem>.png``; when the split
-    folders are absent but ``images/`` and ``annotations/`` hold the files directly (the sceneparsing sample),
-    those are read, whatever ``split`` is.
-
-    Args:
-        root: Folder containing ``ADEChallengeData2016``, or that folder itself.
-        split: ``"train"`` (``training``) or ``"val"`` (``validation``).
-        transform: Optional joint transform.
-        strict_labels: See :class:`SegmentationDataset`.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "val",
-        *,
-        transform: JointTransform | None = None,
-        strict_labels: bool = True,
-    ) -> None:
-        what = "ADE20K"
-        sub = {"train": "training", "val": "validation"}[_check_split(split, ("train", "val"))]
-        base = _find_base(root, ("ADEChallengeData2016", "."), "images", what, _ADE_GUIDE)
-        image_dir, label_dir = base / "images" / sub, base / "annotations" / sub
-        if not image_dir.is_dir() and _list_images(base / "images"):
-            image_dir, label_dir = base / "images", base / "annotations"  # flat layout
-        _require_dir(image_dir, what, "image folder", _ADE_GUIDE)
-        _require_dir(label_dir, what, "label folder", _ADE_GUIDE)
-        samples = _pair_by_stem(image_dir, label_dir, ".png", what)
-        super().__init__(
-            samples,
-            get_split("ade"),
-            split=split,
-            reduce_zero_label=True,
-            transform=transform,
-            strict_labels=strict_labels,
-        )
-        self.root = base
+    layout = LAYOUTS["ade"]
 
 
 class FolderDataset(SegmentationDataset):
@@ -551,13 +351,15 @@ class FolderDataset(SegmentationDataset):
         """Read ``root/[split/]{images/, labels/, classes.txt[, unseen.txt]}``.
 
         ``root/split`` is used when it exists (else ``root``); ``unseen.txt``, one name per line, gives the unseen
-        classes when present. This is the layout :func:`otseg.data.synthetic.write_folder_dataset` writes.
+        classes when present. This is the layout :func:`otseg.data.synthetic_dataset.write_folder_dataset` writes.
 
         Args:
             root: Dataset folder.
             split: Optional subfolder (``"train"``, ``"val"``).
-            **kwargs: Passed on to :class:`FolderDataset`.
+            **kwargs: Passed on to :class:`FolderDataset` (``aug`` is accepted and ignored, as for every dataset
+                without an augmented set).
         """
+        kwargs.pop("aug", None)
         base = Path(root).expanduser()
         if split is not None and (base / split).is_dir():
             base = base / split
@@ -593,7 +395,7 @@ def build_dataset(
         root: Dataset root folder.
         split: ``"train"`` or ``"val"``.
         transform: Optional joint ``transform(image, label)``.
-        **kwargs: Dataset-specific options (``aug``, ``strict_labels``, ...).
+        **kwargs: Dataset options (``aug``, ``strict_labels``).
 
     Raises:
         ValueError: Unknown name; the message lists the valid ones.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from otkit import MultiPromptSinkhornAttention
-from otkit.sinkhorn import GradMode
+from otkit import MultiPromptSinkhornAttention, SinkhornOptions
 
 __all__ = ["MPSADecoder", "MPSADecoderLayer", "combine_layer_maps"]
 
@@ -22,10 +23,7 @@ class MPSADecoderLayer(nn.Module):
         dim: Width C.
         ffn_dim: Hidden width of the feed-forward block.
         dropout: Dropout on the plan, after attention, inside and after the FFN.
-        eps: Sinkhorn regularisation.
-        max_iter: Sinkhorn iteration cap.
-        tol: Sinkhorn tolerance.
-        grad: Sinkhorn gradient mode.
+        sinkhorn: Sinkhorn settings of the attention plan.
     """
 
     def __init__(
@@ -33,16 +31,10 @@ class MPSADecoderLayer(nn.Module):
         dim: int = 512,
         ffn_dim: int = 2048,
         dropout: float = 0.1,
-        *,
-        eps: float = 0.05,
-        max_iter: int = 100,
-        tol: float | None = 1e-6,
-        grad: GradMode = "unroll",
+        sinkhorn: SinkhornOptions = SinkhornOptions(),
     ) -> None:
         super().__init__()
-        self.multihead_attn = MultiPromptSinkhornAttention(
-            dim, eps=eps, max_iter=max_iter, tol=tol, attn_drop=dropout, grad=grad
-        )
+        self.multihead_attn = MultiPromptSinkhornAttention(dim, options=sinkhorn, attn_drop=dropout)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm2 = nn.LayerNorm(dim)
@@ -78,15 +70,14 @@ class MPSADecoder(nn.Module):
     """A stack of :class:`MPSADecoderLayer` (3 in OTSeg); keeps every layer's mask logits.
 
     Args:
-        num_layers: Layers L.
-        **layer_kwargs: Passed to each :class:`MPSADecoderLayer`.
+        layers: The layers, built by the caller (see :class:`~otseg.modeling.head.OTSegHead`).
     """
 
-    def __init__(self, num_layers: int = 3, **layer_kwargs: object) -> None:
+    def __init__(self, layers: Sequence[MPSADecoderLayer]) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
-        self.layers = nn.ModuleList([MPSADecoderLayer(**layer_kwargs) for _ in range(num_layers)])
+        if not layers:
+            raise ValueError("the decoder needs at least one layer.")
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, queries: Tensor, pixels: Tensor) -> list[Tensor]:
         """Run all layers; returns every layer's mask logits, each ``(B, K, M)``.

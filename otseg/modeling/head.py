@@ -6,8 +6,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from otkit import multi_prompt_transport
-from otkit.sinkhorn import GradMode
+from otkit import SinkhornOptions, multi_prompt_transport
 from otseg.modeling.decoder import MPSADecoder, combine_layer_maps
 from otseg.modeling.descriptor import RelationshipDescriptor
 
@@ -32,37 +31,20 @@ class OTSegHead(nn.Module):
     """Prompt queries transported onto the pixels twice: directly (MPS) and through the MPSA decoder.
 
     The relationship descriptor builds the queries; the MPS path gives the score map, the decoder gives each
-    layer's mask logits, combined into its output.
+    layer's mask logits, combined into its output. Parts are built by the caller (:func:`otseg.build.build_otseg`).
 
     Args:
-        dim: Embedding width C.
-        num_layers: Decoder layers (3).
-        ffn_dim: Decoder feed-forward width (2048).
-        dropout: Decoder dropout (0.1).
-        eps: Sinkhorn regularisation of both paths (0.05).
-        max_iter: Sinkhorn iteration cap (100).
-        tol: Sinkhorn tolerance (1e-6).
-        grad: Sinkhorn gradient mode.
+        descriptor: The relationship descriptor.
+        decoder: The MPSA decoder.
+        sinkhorn: Sinkhorn settings of the MPS path (OTSeg: those of the decoder, eps 0.05, at most 100
+            iterations, tol 1e-6).
     """
 
-    def __init__(
-        self,
-        dim: int = 512,
-        num_layers: int = 3,
-        ffn_dim: int = 2048,
-        dropout: float = 0.1,
-        *,
-        eps: float = 0.05,
-        max_iter: int = 100,
-        tol: float | None = 1e-6,
-        grad: GradMode = "unroll",
-    ) -> None:
+    def __init__(self, descriptor: RelationshipDescriptor, decoder: MPSADecoder, sinkhorn: SinkhornOptions) -> None:
         super().__init__()
-        self.eps, self.max_iter, self.tol, self.grad = eps, max_iter, tol, grad
-        self.descriptor = RelationshipDescriptor(dim)
-        self.decoder = MPSADecoder(
-            num_layers, dim=dim, ffn_dim=ffn_dim, dropout=dropout, eps=eps, max_iter=max_iter, tol=tol, grad=grad
-        )
+        self.descriptor = descriptor
+        self.decoder = decoder
+        self.sinkhorn = sinkhorn
 
     def forward(self, dense: Tensor, global_embedding: Tensor, text: Tensor) -> HeadOutput:
         """Segment against the given classes.
@@ -78,7 +60,7 @@ class OTSegHead(nn.Module):
         batch, _, h, w = dense.shape
         pixels = dense.flatten(2).transpose(1, 2)  # (B, M, C)
         queries = self.descriptor(global_embedding, text)  # (B, K, N, C)
-        score = multi_prompt_transport(pixels, queries, self.eps, max_iter=self.max_iter, tol=self.tol, grad=self.grad)
+        score = multi_prompt_transport(pixels, queries, self.sinkhorn)
         maps = self.decoder(queries, pixels)
         grid = (batch, -1, h, w)
         layers = [m.reshape(grid) for m in maps]

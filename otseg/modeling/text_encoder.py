@@ -8,7 +8,7 @@ templates.
 from __future__ import annotations
 
 import hashlib
-import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from otseg.data.classes import check_class_names
+from otseg.utils.io import atomic_write
 
 __all__ = ["TEMPLATES", "LearnableContext", "TextEncoder", "templates_for"]
 
@@ -40,21 +43,36 @@ def templates_for(num_prompts: int) -> tuple[str, ...]:
     return TEMPLATES[:num_prompts]
 
 
-def _check_class_names(class_names: Sequence[str]) -> list[str]:
-    names = [str(n).strip() for n in class_names]
-    if not names:
-        raise ValueError("class_names is empty; give at least one class name.")
-    empty = [i for i, n in enumerate(names) if not n]
-    if empty:
-        raise ValueError(f"class_names has empty names at positions {empty}; remove them or name the classes.")
-    seen, dupes = set(), []
-    for n in names:
-        if n.lower() in seen:
-            dupes.append(n)
-        seen.add(n.lower())
-    if dupes:
-        raise ValueError(f"class_names has duplicates {sorted(set(dupes))}; every class needs a distinct name.")
-    return names
+def _tokenize_classes(
+    tokenizer: Callable[[list[str]], Tensor], names: Sequence[str], templates: Sequence[str]
+) -> Tensor:
+    """Token ids ``(K * N, L)`` of every (class, template) prompt, with a check of the context length.
+
+    Prompts longer than the text encoder's context are cut (CLIP's tokenizers keep the end-of-text token): that
+    warns, naming the classes; two classes whose prompts become identical after the cut would share one embedding,
+    which is an error.
+    """
+    texts = [t.format(n) for n in names for t in templates]
+    tokens = tokenizer(texts)
+    length = tokens.shape[-1]
+    encode = getattr(tokenizer, "encode", None)
+    if encode is not None:
+        cut = sorted({names[i // len(templates)] for i, text in enumerate(texts) if len(encode(text)) + 2 > length})
+        if cut:
+            warnings.warn(
+                f"{len(cut)} class name(s) make prompts longer than the text encoder's {length} tokens and are cut: "
+                f"{cut[:5]}{' ...' if len(cut) > 5 else ''}. Shorten them to keep every word.",
+                stacklevel=3,
+            )
+            per_class = tokens.reshape(len(names), -1)
+            _, first, counts = torch.unique(per_class, dim=0, return_inverse=True, return_counts=True)
+            clashes = [names[i] for i in range(len(names)) if counts[first[i]] > 1]
+            if clashes:
+                raise ValueError(
+                    f"class names {clashes[:6]} become identical once cut to {length} tokens and would get the same "
+                    "embedding; shorten or reword them so that they differ early."
+                )
+    return tokens
 
 
 class TextEncoder(nn.Module):
@@ -124,22 +142,18 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def encode_classes(self, class_names: Sequence[str], batch_size: int = 256) -> Tensor:
         """Embeddings of every (class, template) pair, L2-normalised, not averaged: ``(K, N, C)`` float32."""
-        names = _check_class_names(class_names)
+        names = list(check_class_names(class_names))
         path = self._cache_path(names)
         if path is not None and path.is_file():
             return load_file(str(path))["embeddings"]
-        texts = [t.format(n) for n in names for t in self.templates]
+        tokens = _tokenize_classes(self.tokenizer, names, self.templates)
         device = self.token_embedding.weight.device
         chunks = [
-            self.encode_tokens(self.tokenizer(texts[i : i + batch_size]).to(device)).float()
-            for i in range(0, len(texts), batch_size)
+            self.encode_tokens(tokens[i : i + batch_size].to(device)).float() for i in range(0, len(tokens), batch_size)
         ]
         emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(names), len(self.templates), -1).cpu()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes may race on a cold cache
-            save_file({"embeddings": emb.contiguous()}, str(tmp))
-            tmp.replace(path)
+        if path is not None:  # processes may race on a cold cache: each publishes a whole file
+            atomic_write(path, lambda tmp: save_file({"embeddings": emb.contiguous()}, str(tmp)))
         return emb
 
 
@@ -167,7 +181,7 @@ class LearnableContext(nn.Module):
 
     def forward(self, class_names: Sequence[str]) -> Tensor:
         """Embeddings ``(K, N, C)``, L2-normalised, differentiable with respect to the context vectors."""
-        names = _check_class_names(class_names)
+        names = list(check_class_names(class_names))
         placeholder = " ".join(["X"] * self.num_context)
         tokens = self.encoder.tokenizer([f"{placeholder} {n}." for n in names]).to(self.context.device)  # (K, L)
         base = self.encoder.token_embedding(tokens)  # (K, L, W); position 0 is start-of-text

@@ -4,7 +4,7 @@
    random shapes; 4 classes (each colour and each pattern of them seen in other classes) are unseen. Patterns
    rather than shapes define the classes because a pattern is visible inside every 8x8 patch, which a 3-layer
    ViT resolves; with shapes the same budget learns the seen classes poorly.
-2. A small open_clip CLIP is pre-trained contrastively on captioned images of the 30 seen classes and saved as
+2. A small open_clip CLIP is pre-trained contrastively on captioned images of the 20 seen classes and saved as
    an open_clip ``local-dir:`` folder, read back through the normal weight loader.
 3. OTSeg is trained inductively on seen classes with that CLIP, and, as the ablation, with a random CLIP.
 4. Both are evaluated on images that each contain an unseen class: mIoU(S), mIoU(U), hIoU; a picture and the
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,20 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset
 
-from otseg.build import RandomWeightsWarning
-from otseg.checkpoint import load_model
+from otseg.build import load_otseg
 from otseg.clip import WordTokenizer, build_clip, save_local_dir
-from otseg.clip_pretrain import PretrainConfig, pretrain_clip, zero_shot_accuracy
 from otseg.config import ModelConfig
 from otseg.data.classes import ZeroShotSplit
-from otseg.data.synthetic import SyntheticSegmentationDataset, SyntheticWorld, diagonal_split
-from otseg.evaluate import evaluate
-from otseg.inference import InferenceSettings, OTSegPredictor
+from otseg.data.sources import synthetic_sources
+from otseg.data.synthetic import SyntheticWorld, diagonal_split
+from otseg.data.synthetic_dataset import SyntheticSegmentationDataset
+from otseg.demo.clip_pretrain import PretrainConfig, pretrain_clip, zero_shot_accuracy
+from otseg.engine.config import TrainConfig
+from otseg.engine.evaluate import evaluate
+from otseg.engine.trainer import train
 from otseg.modeling.text_encoder import templates_for
-from otseg.plots import colour_palette, overlay, save_prediction_figure
-from otseg.train import TrainConfig, train
+from otseg.predictor import InferenceSettings, OTSegPredictor
+from otseg.utils.plots import colour_palette, overlay, save_prediction_figure
 
 __all__ = ["demo_model_config", "run_demo"]
 
@@ -88,6 +89,7 @@ def _train_otseg(
     cfg = TrainConfig(
         model=str(model_file),
         clip_weights=clip_weights,
+        allow_random_clip=clip_weights is None,  # the ablation's random CLIP is intended
         dataset="synthetic",
         synthetic=synthetic,
         setting="inductive",
@@ -100,17 +102,14 @@ def _train_otseg(
         batch_size=8,
         lr=3e-3,
         warmup_iters=max(1, iters // 10),
-        eval_short_side=None,
-        eval_mode="whole",
+        inference=InferenceSettings(short_side=None, mode="whole"),
         out_dir=str(out),
         checkpoint_interval=0,
         log_interval=max(1, iters // 40),
         num_workers=0,
         progress=progress,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomWeightsWarning)  # the ablation's random CLIP is intended
-        return train(cfg)
+    return train(cfg, overwrite=True)
 
 
 class _SeenOnly(Dataset):
@@ -133,12 +132,10 @@ def _seen_only_set(world: SyntheticWorld, split: ZeroShotSplit, length: int) -> 
 
 
 def _picture(out: Path, summary: dict[str, Any], world: SyntheticWorld, split, clip_weights: str, synthetic) -> Path:
-    from otseg.run_data import synthetic_run_data
-
-    model, _ = load_model(summary["model"], clip_weights=clip_weights)
+    model, _ = load_otseg(summary["model"], clip_weights=clip_weights)
     predictor = OTSegPredictor(model, InferenceSettings(short_side=None, mode="whole"))
     predictor.set_classes(split.class_names, seen=split.seen_names)
-    val = synthetic_run_data(synthetic).val
+    val = synthetic_sources(synthetic).val
     palette = colour_palette(world.num_classes)
     panels, present = [], set()
     for i in range(3):
@@ -214,7 +211,7 @@ def run_demo(out: Path, *, quick: bool = False, console: Console | None = None) 
     results = {}
     for label, summary in runs.items():
         m = summary["metrics"]
-        model, _ = load_model(summary["model"], clip_weights=clip_weights if "pre-trained" in label else None)
+        model, _ = load_otseg(summary["model"], clip_weights=clip_weights if "pre-trained" in label else None)
         supervised = evaluate(
             model,
             seen_only,

@@ -3,71 +3,34 @@
 References (optional dependencies, imported only here): POT (``ot.batch.solve_batch`` with
 ``method="log_sinkhorn"`` and per-problem ``ot.bregman.sinkhorn_log``), geomloss (``SamplesLoss``), and
 :func:`paper_loop_sinkhorn`, a re-implementation of the loop OTSeg's public code runs (log domain, a host
-synchronisation every iteration to test its stopping rule). Every suite returns rows of plain values that the
-CLI prints as a table and writes as JSON.
+synchronisation every iteration to test its stopping rule). Every suite returns rows of plain values that
+``benchmarks/sinkhorn_bench.py`` prints as a table and writes as JSON.
 """
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from otkit.attention import sinkhorn_attention
-from otkit.multi_prompt import multi_prompt_transport
-from otkit.profiling import PeakMemory, time_call
-from otkit.sinkhorn import sinkhorn
+from benchmarks.harness import BenchRow, PeakMemory, time_call
+from otkit import SinkhornOptions, multi_prompt_transport, sinkhorn, sinkhorn_attention
 
 __all__ = [
-    "BenchRow",
-    "environment",
+    "QUICK_SHAPES",
+    "SHAPES",
+    "multi_prompt_cost",
     "operators_suite",
     "paper_loop_sinkhorn",
-    "rows_as_dicts",
     "sinkhorn_memory_suite",
     "sinkhorn_suite",
 ]
 
 SHAPES = ((80, 1024, 6), (684, 1024, 8))
 QUICK_SHAPES = ((80, 1024, 6),)
-
-
-@dataclass
-class BenchRow:
-    """One measurement: ``ms`` for ``method`` on ``problem``, and its ratio to the suite's reference."""
-
-    suite: str
-    problem: str
-    mode: str
-    method: str
-    ms: float | None
-    ratio: float | None = None  # reference time / this time (> 1: faster than the reference)
-    reference: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Versions, threads and device name recorded with every benchmark file."""
-    env: dict[str, Any] = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "processor": platform.processor() or platform.machine(),
-    }
-    if torch.device(device).type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    for name in ("ot", "geomloss"):
-        try:
-            env[name] = __import__(name).__version__
-        except ImportError:
-            env[name] = None
-    return env
 
 
 def paper_loop_sinkhorn(cost: Tensor, eps: float = 0.05, max_iter: int = 100, thresh: float = 1e-6) -> Tensor:
@@ -101,7 +64,7 @@ def paper_loop_sinkhorn(cost: Tensor, eps: float = 0.05, max_iter: int = 100, th
     return torch.exp(u.unsqueeze(2) + v.unsqueeze(1) + log_k)
 
 
-def _multi_prompt_cost(batch: int, n: int, m: int, device: str, seed: int = 0) -> Tensor:
+def multi_prompt_cost(batch: int, n: int, m: int, device: str, seed: int = 0) -> Tensor:
     """``1 - cos`` between random unit pixel and prompt features, ``(batch, n, m)`` float32."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.nn.functional.normalize(torch.randn(batch, n, 64, generator=gen), dim=-1)
@@ -170,7 +133,7 @@ def sinkhorn_suite(
     """
     rows: list[BenchRow] = []
     for shape in shapes:
-        cost = _multi_prompt_cost(*shape, device=device)
+        cost = multi_prompt_cost(*shape, device=device)
         label = "x".join(map(str, shape))
         for mode, max_iter, tol in (("fixed100", 100, None), ("converge", 1000, 1e-6)):
             pot_tol = 0.0 if tol is None else tol
@@ -209,7 +172,7 @@ def sinkhorn_memory_suite(
     Reported in units of the cost matrix's size: ``peak`` over the whole step and ``backward`` over the backward
     pass alone (above what the forward left alive).
     """
-    cost = _multi_prompt_cost(*shape, device=device).requires_grad_()
+    cost = multi_prompt_cost(*shape, device=device).requires_grad_()
     weight = torch.randn_like(cost)
     unit = cost.numel() * cost.element_size()
     rows = []
@@ -255,8 +218,9 @@ def operators_suite(device: str = "cpu", repeat: int = 5, quick: bool = False) -
     """Multi-prompt transport and Sinkhorn attention against the paper's loop and softmax attention.
 
     MPS: ``B=4``, ``K in {20, 171}``, ``M=1024``, ``N in {6, 8}``, ``C=512``, eps 0.05, each method to its own
-    stopping rule (100 iterations at most). Attention: ``B=2``, 8 heads, ``L=1024``, ``d=64``, 3 and 20 iterations,
-    with PyTorch's softmax attention for scale. Ratios: paper loop time / method time.
+    stopping rule (100 iterations at most). Attention: ``B=2``, 8 heads, ``L=1024``, ``d=64``, otkit with
+    ``max_iter`` 2 and 19 (3 and 20 row normalisations) against the paper's loop with 3 and 20 iterations, with
+    PyTorch's softmax attention for scale. Ratios: paper loop time / method time.
     """
     rows: list[BenchRow] = []
     gen = torch.Generator().manual_seed(0)
@@ -276,21 +240,19 @@ def operators_suite(device: str = "cpu", repeat: int = 5, quick: bool = False) -
         for name, ms in times.items():
             rows.append(BenchRow("mps", label, "to tol", name, ms, ref / ms, "paper_loop"))
     q, k, v = (torch.randn(2, 8, 1024, 64, generator=gen).to(device) for _ in range(3))
-    for n_iter in (3,) if quick else (3, 20):
-        label = f"B2 H8 L1024 d64, {n_iter} it"
+    for max_iter in (2,) if quick else (2, 19):
+        label = f"B2 H8 L1024 d64, max_iter {max_iter}"
+        options = SinkhornOptions(eps=1.0, max_iter=max_iter, tol=None)
         times = {
             "otkit.sinkhorn_attention": time_call(
-                lambda it=n_iter: sinkhorn_attention(q, k, v, n_iter=it), repeat=repeat, device=device
+                lambda o=options: sinkhorn_attention(q, k, v, options=o), repeat=repeat, device=device
             ),
-            "paper_loop": time_call(lambda it=n_iter: _paper_attention(q, k, v, it), repeat=repeat, device=device),
+            "paper_loop": time_call(
+                lambda it=max_iter + 1: _paper_attention(q, k, v, it), repeat=repeat, device=device
+            ),
             "softmax (sdpa)": time_call(lambda: F.scaled_dot_product_attention(q, k, v), repeat=repeat, device=device),
         }
         ref = times["paper_loop"]
         for name, ms in times.items():
-            rows.append(BenchRow("attention", label, f"n_iter={n_iter}", name, ms, ref / ms, "paper_loop"))
+            rows.append(BenchRow("attention", label, f"max_iter={max_iter}", name, ms, ref / ms, "paper_loop"))
     return rows
-
-
-def rows_as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:
-    """Plain dicts for JSON."""
-    return [asdict(r) for r in rows]

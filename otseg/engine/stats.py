@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from otseg.modeling.otseg import OTSeg
+from otseg.modeling.segmentor import OTSeg
 
 __all__ = ["ModelStats", "model_stats"]
 

@@ -1,21 +1,79 @@
-"""Timing and peak-memory measurement for benchmarks (CPU and CUDA)."""
+"""Measurement harness shared by the benchmark suites: rows, timing, peak memory, environment, tables, JSON."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["PeakMemory", "time_call"]
+__all__ = [
+    "BenchRow",
+    "PeakMemory",
+    "console",
+    "environment",
+    "print_table",
+    "rows_as_dicts",
+    "sync",
+    "time_call",
+    "write_json",
+]
+
+console = Console()
 
 
-def _sync(device: torch.device | str) -> None:
+@dataclass
+class BenchRow:
+    """One measurement: ``ms`` for ``method`` on ``problem``, and its ratio to the suite's reference."""
+
+    suite: str
+    problem: str
+    mode: str
+    method: str
+    ms: float | None
+    ratio: float | None = None  # reference time / this time (> 1: faster than the reference)
+    reference: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def rows_as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:
+    """Plain dicts for JSON."""
+    return [asdict(r) for r in rows]
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions, threads and device name recorded with every benchmark file."""
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "processor": platform.processor() or platform.machine(),
+    }
+    if torch.device(device).type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    for name in ("ot", "geomloss"):
+        try:
+            env[name] = __import__(name).__version__
+        except ImportError:
+            env[name] = None
+    return env
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -26,10 +84,10 @@ def time_call(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1, device
         fn()
     times = []
     for _ in range(repeat):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -114,3 +172,31 @@ class PeakMemory(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         self.peak = max(self.peak, self._used() - self.base)
         return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.2e}"
+    return escape(str(value))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print ``rows`` under ``columns`` as a rich table (first column left-aligned); numbers are shortened."""
+    table = Table(title=title, header_style="bold")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    console.print(table)
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON (parents created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path

@@ -19,8 +19,8 @@ from open_clip.model import CLIP
 from torch import Tensor
 
 from otseg.data.synthetic import SyntheticWorld
-from otseg.modeling.otseg import IMAGENET_MEAN, IMAGENET_STD
-from otseg.progress import make_progress
+from otseg.modeling.segmentor import IMAGENET_MEAN, IMAGENET_STD
+from otseg.utils.progress import make_progress
 
 __all__ = ["PretrainConfig", "pretrain_clip", "zero_shot_accuracy"]
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from otseg.config import ModelConfig
 from otseg.modeling.head import OTSegHead
 from otseg.modeling.image_encoder import PromptedVisionTransformer
 from otseg.modeling.text_encoder import LearnableContext, TextEncoder
@@ -21,7 +22,7 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 class OTSeg(nn.Module):
     """OTSeg: zero-shot semantic segmentation by multi-prompt Sinkhorn attention.
 
-    Parts are built elsewhere (see :mod:`otseg.build`) and passed in. The segmentor normalises images, runs the
+    Parts are built elsewhere (:func:`otseg.build.build_otseg`) and passed in. The segmentor normalises images, runs the
     image encoder, and the head against class embeddings ``(K, N, C)``; classes are inputs, so one model segments
     any class list. Inference (OTSeg+) mixes the decoder and MPS logits, applies sigmoid, and lowers the
     probabilities of classes seen in training by ``seen_bias`` (calibration against seen bias).
@@ -35,6 +36,11 @@ class OTSeg(nn.Module):
         pixel_std: Per-channel standard deviation.
         ensemble_weight: Weight of the decoder logits in the OTSeg+ ensemble (0.5); the score map gets the rest.
         seen_bias: Probability subtracted from seen classes at inference in the zero-shot setting (0.1).
+        config: The :class:`~otseg.config.ModelConfig` the parts were built from (``None`` for hand-assembled
+            models); model files store it, so a model built without one cannot be saved.
+
+    Attributes:
+        config: As given.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class OTSeg(nn.Module):
         pixel_std: Sequence[float] = IMAGENET_STD,
         ensemble_weight: float = 0.5,
         seen_bias: float = 0.1,
+        config: ModelConfig | None = None,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -58,6 +65,7 @@ class OTSeg(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.ensemble_weight = ensemble_weight
         self.seen_bias = seen_bias
+        self.config = config
 
     def class_embeddings(self, class_names: Sequence[str]) -> Tensor:
         """Embeddings ``(K, N, C)`` of the class names: learned context if present, else the cached templates."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,7 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from otseg.modeling.otseg import OTSeg
+from otseg.config import settings_from_dict, spec
+from otseg.modeling.segmentor import OTSeg
 
 __all__ = ["InferenceSettings", "OTSegPredictor", "predict_probabilities", "resize_short_side", "slide_windows"]
 
@@ -32,11 +35,11 @@ class InferenceSettings:
         stride: Window stride (426; Context 80).
     """
 
-    short_side: int | None = 512
-    long_side_max: int = 2048
-    mode: str = "slide"
-    crop: int = 512
-    stride: int = 426
+    short_side: int | None = spec(512, "test resize of the short side (null: keep the image size)")
+    long_side_max: int = spec(2048, "upper bound of the long side after resizing")
+    mode: str = spec("slide", "'slide' (crop windows averaged) or 'whole' (one pass on the whole image)")
+    crop: int = spec(512, "sliding-window size")
+    stride: int = spec(426, "sliding-window stride")
 
     def __post_init__(self) -> None:
         if self.short_side is not None and not 16 <= self.short_side <= self.long_side_max:
@@ -47,6 +50,15 @@ class InferenceSettings:
             raise ValueError(f"mode must be 'slide' or 'whole', got {self.mode!r}.")
         if self.crop < 1 or self.stride < 1 or self.stride > self.crop:
             raise ValueError(f"need 1 <= stride <= crop, got crop={self.crop}, stride={self.stride}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> InferenceSettings:
+        """Build from a dict (an evaluation preset, a model file's record), rejecting unknown keys."""
+        return settings_from_dict(cls, values, "inference settings")
 
 
 def resize_short_side(images: Tensor, short_side: int | None, long_side_max: int = 2048) -> Tensor:

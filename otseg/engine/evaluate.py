@@ -7,10 +7,10 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from otseg.data.classes import ZeroShotSplit
-from otseg.evaluation.metrics import ConfusionMatrix, SegmentationMetrics
-from otseg.inference import InferenceSettings, predict_probabilities
-from otseg.modeling.otseg import OTSeg
-from otseg.progress import progress_bar
+from otseg.engine.metrics import ConfusionMatrix, SegmentationMetrics
+from otseg.modeling.segmentor import OTSeg
+from otseg.predictor import InferenceSettings, predict_probabilities
+from otseg.utils.progress import progress_bar
 
 __all__ = ["evaluate"]
 
@@ -45,7 +45,7 @@ def evaluate(
         show_progress: Show a progress bar (on the first process).
 
     Returns:
-        The :class:`~otseg.evaluation.metrics.SegmentationMetrics` (mIoU, mIoU(S), mIoU(U), hIoU, ...).
+        The :class:`~otseg.engine.metrics.SegmentationMetrics` (mIoU, mIoU(S), mIoU(U), hIoU, ...).
     """
     settings = settings or InferenceSettings()
     model.eval().to(device)

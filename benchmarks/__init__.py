@@ -1,0 +1,1 @@
+"""Benchmarks of otkit and OTSeg: suites, measurement harness and the scripts that run them (not installed)."""

@@ -1,0 +1,36 @@
+"""The benchmark scripts run from a fresh process, as documented, and write the expected JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_quick_memory_suite_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run("benchmarks/sinkhorn_bench.py", "--quick", "--suite", "memory", "--out", str(out))
+    assert "grad=implicit" in proc.stdout  # the table was printed
+    payload = json.loads(out.read_text())
+    assert {"torch", "python", "threads", "device"} <= set(payload["environment"])
+    rows = payload["rows"]
+    assert {r["suite"] for r in rows} == {"sinkhorn-memory"}
+    assert all({"peak_x_cost", "backward_x_cost", "cost_bytes"} <= set(r["extra"]) for r in rows)
+    peaks = {r["mode"]: r["extra"]["peak_x_cost"] for r in rows}
+    assert set(peaks) == {"grad=unroll", "grad=implicit"}
+    if peaks["grad=implicit"] is not None:  # glibc heap statistics available
+        assert peaks["grad=implicit"] < peaks["grad=unroll"]
+
+
+def test_scripts_run_as_modules():
+    for module in ("benchmarks.sinkhorn_bench", "benchmarks.gpu_sinkhorn_bench"):
+        assert "usage:" in _run("-m", module, "--help").stdout
