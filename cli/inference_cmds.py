@@ -109,12 +109,15 @@ def inference_settings(meta: dict[str, Any], preset: dict[str, Any] | None, **fl
 )
 @window_options
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Evaluate the first images only.")
+@click.option(
+    "--lenient-labels", is_flag=True, help="Ignore label values outside the classes instead of stopping on them."
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
 @click.option("--per-class/--no-per-class", default=True, show_default=True, help="Print the per-class table.")
 @debug_option
 def evaluate_command(
     model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting, mode, crop,
-    stride, short_side, device, max_images, json_out, per_class, debug,
+    stride, short_side, device, max_images, lenient_labels, json_out, per_class, debug,
 ) -> None:  # fmt: skip
     """Evaluate a model: mIoU(S), mIoU(U), hIoU, pAcc, mAcc and per-class IoU (confusion matrix, ignore 255)."""
     from otseg.data.classes import ZeroShotSplit, parse_class_names
@@ -138,7 +141,7 @@ def evaluate_command(
         else:
             if data_root is None:
                 raise click.UsageError("give --data-root for this dataset.")
-            data_set = build_dataset(dataset, data_root, "val")
+            data_set = build_dataset(dataset, data_root, "val", strict_labels=not lenient_labels)
             split = data_set.zero_shot_split
         if unseen is not None:
             split = ZeroShotSplit.from_names(split.class_names, parse_class_names(unseen, "--unseen"), name="custom")
@@ -205,6 +208,8 @@ def predict(
     short_side, device, out_dir, debug,
 ) -> None:  # fmt: skip
     """Segment IMAGES (files or folders of images) with any class names: a label map and an overlay per image."""
+    import numpy as np
+
     from otseg.data.classes import parse_class_names
     from otseg.data.readers import load_image, save_label_map
     from otseg.predictor import OTSegPredictor
@@ -230,10 +235,11 @@ def predict(
                 labels = predictor.predict([image])[0]
                 rgb = image.permute(1, 2, 0).numpy()
                 save_label_map(out / f"{path.stem}_labels.png", labels, len(names))
-                present = sorted(set(labels.ravel().tolist()))
+                areas = np.bincount(labels.ravel(), minlength=len(names))
+                present = [int(k) for k in np.argsort(-areas, kind="stable") if areas[k]]  # largest first
                 figure = save_prediction_figure(
                     out / f"{path.stem}_overlay.png",
-                    [("image", rgb), ("prediction", overlay(rgb, labels, palette))],
+                    [("image", rgb), ("prediction", overlay(rgb, labels, palette, ignore_index=None))],
                     names,
                     present,
                 )

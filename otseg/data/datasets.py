@@ -179,8 +179,8 @@ class SegmentationDataset(LabelledDataset):
                 raise ValueError(
                     f"{path}: label values {bad_values.tolist()} are outside the {k} classes of this dataset "
                     f"(valid values in the file: {valid} and {IGNORE_INDEX} = ignore). Check that the annotations "
-                    "are class indices for this dataset, or pass strict_labels=False (training: --set "
-                    "strict_labels=false) to ignore those pixels."
+                    "are class indices for this dataset, or ignore those pixels: strict_labels=False in Python, "
+                    "--set strict_labels=false for otseg train, --lenient-labels for otseg eval."
                 )
             label[self._bad[raw]] = IGNORE_INDEX
         return torch.from_numpy(label.astype(np.int64))
