@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.harness import BenchRow, PeakMemory, sync, time_call
 from otkit.sinkhorn import PROFILER_RANGE
-from otseg.build import build_otseg
+from otseg.build import load_otseg
 
 __all__ = ["MODEL_CASES", "model_suite", "solver_share"]
 
@@ -50,7 +50,7 @@ def model_suite(device: str = "cpu", batch_sizes: tuple[int, ...] = (1, 4), repe
     """Time one inference forward of the ViT-B/16 OTSeg (random CLIP weights) and the share of Sinkhorn in it."""
     rows = []
     for label, config, n_cls, n_prompt in MODEL_CASES:
-        model = build_otseg(config, allow_random_clip=True, device=device).eval()
+        model = load_otseg(config, allow_random_clip=True, device=device).model.eval()
         text = torch.nn.functional.normalize(torch.randn(n_cls, n_prompt, 512, device=device), dim=-1)
         for batch in batch_sizes:
             images = torch.rand(batch, 3, 512, 512, device=device) * 255
