@@ -32,11 +32,14 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print ``rows`` under ``columns`` as a rich table; numbers are shortened for reading."""
+def print_table(title: str, columns: list[str], rows: list[list[Any]], *, text: bool = False) -> None:
+    """Print ``rows`` under ``columns`` as a rich table; numbers are shortened for reading.
+
+    The first column is left-aligned and the others right-aligned (numbers), or all left with ``text``.
+    """
     table = Table(title=title, header_style="bold")
     for col in columns:
-        table.add_column(col, justify="left" if col in (columns[0],) else "right")
+        table.add_column(col, justify="left" if text or col == columns[0] else "right")
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
     console.print(table)

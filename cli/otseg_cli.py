@@ -7,6 +7,8 @@ The group lives here with ``train``; the inference commands are in :mod:`cli.inf
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import click
@@ -30,13 +32,10 @@ def _print_keys() -> None:
         (ModelConfig, "model keys (--set model_overrides.KEY=VALUE)"),
     ):
         rows = [[key, kind, _shown(default), meaning] for key, kind, default, meaning in describe_settings(cls)]
-        print_table(title, ["key", "type", "default", "meaning"], rows)
+        print_table(title, ["key", "type", "default", "meaning"], rows, text=True)
 
 
 def _shown(value: Any) -> str:
-    import dataclasses
-    import json
-
     if dataclasses.is_dataclass(value):
         value = dataclasses.asdict(value)
     return json.dumps(value, default=str)
