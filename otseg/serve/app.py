@@ -185,8 +185,7 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
         chosen = gr.Dropdown(label="Class to inspect", choices=[], elem_id="otseg-class")
         maps = gr.Gallery(
             label="Score map, and the share of each patch that each prompt takes (the MPS transport plan)",
-            columns=4,
-            height="auto",
+            columns=min(len(session.prompts) + 1, 7),
             elem_id="otseg-maps",
         )
         file.upload(upload, inputs=file, outputs=[image, status], api_visibility="private")

@@ -88,17 +88,18 @@ def class_maps(seg: Segmentation, name: str) -> list[tuple[np.ndarray, str]]:
     Returns:
         ``(image, caption)`` pairs: first the sigmoid of the MPS score map (scale 0-1), then one map per prompt
         (the plan ``M T[m, n]`` on the patch grid, one colour scale for all prompts of the class), captioned with
-        the prompt text and the share of the class's region the prompt takes.
+        the share of the class's region the prompt takes (of the image where the class was not found) and the
+        prompt text.
     """
     if name not in seg.class_names:
         return []
     k = seg.class_names.index(name)
     plan = seg.plan[k]  # (h, w, N)
     shares, found = seg.prompt_shares(k)
-    where = f"the {name} region" if found else f"the image ({name} not found)"
-    maps = [(_heat(seg.score[k], 1.0, seg.image), f"{name}: MPS score map (sigmoid, 0 to 1)")]
+    where = "its region" if found else "the image"
+    maps = [(_heat(seg.score[k], 1.0, seg.image), f"MPS score map of {name} (sigmoid)")]
     vmax = float(plan.max())
     for n, template in enumerate(seg.prompts):
-        caption = f"prompt {n + 1}, '{template.format(name)}': takes {shares[n]:.0%} of {where}"
+        caption = f"{shares[n]:.0%} of {where}: '{template.format(name)}'"
         maps.append((_heat(plan[..., n], vmax, seg.image), caption))
     return maps
