@@ -19,7 +19,7 @@ from otseg.serve import (
     ServeLimits,
     ade_examples,
     area_rows,
-    class_maps,
+    class_view,
     fit_image,
     legend_html,
     read_upload,
@@ -150,13 +150,15 @@ def test_views_list_every_class_and_escape_names(session, photo):
     assert {r[0] for r in rows} == set(names) and rows[0][0] == largest_class(seg)
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
     np.testing.assert_allclose(sum(r[2] for r in rows), 100, atol=0.05)
-    maps = class_maps(seg, "red square")
-    assert len(maps) == 1 + len(seg.prompts)
-    assert "MPS score map" in maps[0][1]
-    for n, (image, caption) in enumerate(maps[1:]):
+    view = class_view(seg, "red square")
+    assert len(view.maps) == 1 + len(seg.prompts) and view.maps[0][1] == "score map"
+    for image, _ in view.maps:
         assert image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8
-        assert seg.prompts[n].format("red square") in caption
-    assert class_maps(seg, "not a class") == []
+    shares, _ = seg.prompt_shares(1)
+    assert [row[1] for row in view.prompts] == [p.format("red square") for p in seg.prompts]
+    np.testing.assert_allclose([row[2] for row in view.prompts], np.round(100 * shares, 1))
+    assert "red square" in view.note
+    assert class_view(seg, "not a class") == ([], [], "")
 
 
 def test_unknown_words_of_a_word_level_model():

@@ -131,6 +131,14 @@ def test_segment_in_a_real_browser(served, tiny_model_file, tmp_path):
         assert "(seen)" in legend or "(unseen)" in legend  # red square and blue circle belong to the model's split
         page.locator("#otseg-maps img").first.wait_for(timeout=STEP_TIMEOUT_MS)
         assert page.locator("#otseg-maps img").count() >= 2  # the score map and the plan of at least one prompt
+        page.locator("#otseg-class input").click()
+        page.get_by_role("option", name=CLASSES[0], exact=True).click()
+        page.wait_for_function(
+            "name => document.querySelector('#otseg-note').innerText.includes(name)",
+            arg=CLASSES[0],
+            timeout=STEP_TIMEOUT_MS,
+        )
+        assert f"a photo of a {CLASSES[0]}." in page.locator("#otseg-prompts").inner_text()
         page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
 
         page.locator("#otseg-classes textarea").fill(" ")

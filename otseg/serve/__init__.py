@@ -6,9 +6,10 @@ Gradio; the page itself (:mod:`otseg.serve.app`) imports Gradio, the ``app`` ext
 
 from otseg.serve.examples import Example, ade_examples, synthetic_examples
 from otseg.serve.session import RequestError, Segmentation, SegmentationSession, ServeLimits, fit_image, read_upload
-from otseg.serve.views import area_rows, class_maps, legend_html
+from otseg.serve.views import ClassView, area_rows, class_view, legend_html
 
 __all__ = [
+    "ClassView",
     "Example",
     "RequestError",
     "Segmentation",
@@ -16,7 +17,7 @@ __all__ = [
     "ServeLimits",
     "ade_examples",
     "area_rows",
-    "class_maps",
+    "class_view",
     "fit_image",
     "legend_html",
     "read_upload",

@@ -8,6 +8,7 @@ telemetry); the page's fonts and scripts come from the Gradio package itself.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from types import ModuleType
@@ -15,7 +16,7 @@ from typing import Any
 
 from otseg.serve.examples import Example
 from otseg.serve.session import RequestError, Segmentation, SegmentationSession, read_upload
-from otseg.serve.views import area_rows, class_maps, enlarge, largest_class, legend_html, status_line
+from otseg.serve.views import area_rows, class_view, enlarge, largest_class, legend_html, status_line
 
 __all__ = ["GRADIO_MISSING", "build_app", "import_gradio", "launch"]
 
@@ -37,6 +38,7 @@ CSS = """
 .otseg-swatch { width: 14px; height: 14px; border-radius: 3px; display: inline-block; border: 1px solid #0003; }
 .otseg-share { color: var(--body-text-color-subdued); font-size: 0.9em; }
 #otseg-status.otseg-error { color: var(--error-text-color); }
+#otseg-image img { width: 100%; height: 100%; object-fit: contain; }
 """
 
 ABOUT = (
@@ -44,6 +46,8 @@ ABOUT = (
     "uniform mass over pixels and over prompts). Below the result, pick a class to see its score map and which "
     "part of it each prompt takes."
 )
+
+MAP_COLUMNS = 7
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ def _split_line(session: SegmentationSession) -> str:
 def _error(gr: ModuleType, message: str) -> tuple[Any, ...]:
     """Outputs of a refused request: the message, and every result cleared."""
     status = gr.update(value=f"**Could not segment:** {message}", elem_classes=["otseg-error"])
-    return status, None, "", [], gr.update(choices=[], value=None), [], None
+    return status, None, "", [], gr.update(choices=[], value=None), [], [], "", None
 
 
 def build_app(session: SegmentationSession, examples: Sequence[Example], meta: dict[str, Any]) -> Any:
@@ -135,12 +139,12 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
             legend_html(seg),
             area_rows(seg),
             gr.update(choices=list(seg.class_names), value=chosen),
-            class_maps(seg, chosen),
+            *class_view(seg, chosen),
             seg,
         )
 
-    def choose(name: str | None, seg: Segmentation | None) -> list[tuple[Any, str]]:
-        return class_maps(seg, name) if seg is not None and name else []
+    def choose(name: str | None, seg: Segmentation | None) -> tuple[Any, ...]:
+        return tuple(class_view(seg, name)) if seg is not None else ([], [], "")
 
     with gr.Blocks(title="OTSeg: segment any image with any class names", analytics_enabled=False) as app:
         gr.Markdown(f"# OTSeg: segment any image with any class names\n{_model_line(session, meta)} {ABOUT}")
@@ -180,22 +184,34 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
                     headers=["class", "in training", "area %"],
                     datatype=["str", "str", "number"],
                     interactive=False,
+                    max_height=320,
                     elem_id="otseg-areas",
                 )
-        chosen = gr.Dropdown(label="Class to inspect", choices=[], elem_id="otseg-class")
+        gr.Markdown("## How the prompts of a class share it (the MPS transport plan)")
+        with gr.Row():
+            chosen = gr.Dropdown(label="Class to inspect", choices=[], scale=1, elem_id="otseg-class")
+            note = gr.Markdown(elem_id="otseg-note")
+        rows = math.ceil((len(session.prompts) + 1) / MAP_COLUMNS)
         maps = gr.Gallery(
-            label="Score map, and the share of each patch that each prompt takes (the MPS transport plan)",
-            columns=min(len(session.prompts) + 1, 7),
+            label="score map, then the share of each patch that each prompt takes",
+            columns=MAP_COLUMNS,
+            height=40 + 165 * rows,
             elem_id="otseg-maps",
+        )
+        prompts = gr.Dataframe(
+            headers=["prompt", "text", "share of the class %"],
+            datatype=["str", "str", "number"],
+            interactive=False,
+            elem_id="otseg-prompts",
         )
         file.upload(upload, inputs=file, outputs=[image, status], api_visibility="private")
         run.click(
             segment,
             inputs=[image, classes, calibrate],
-            outputs=[status, overlay, legend, table, chosen, maps, state],
+            outputs=[status, overlay, legend, table, chosen, maps, prompts, note, state],
             api_visibility="private",
         )
-        chosen.input(choose, inputs=[chosen, state], outputs=maps, api_visibility="private")
+        chosen.input(choose, inputs=[chosen, state], outputs=[maps, prompts, note], api_visibility="private")
     return app
 
 

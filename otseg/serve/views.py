@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from html import escape
+from typing import NamedTuple
 
 import matplotlib
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from otseg.serve.session import Segmentation
 
-__all__ = ["area_rows", "class_maps", "enlarge", "largest_class", "legend_html", "status_line"]
+__all__ = ["ClassView", "area_rows", "class_view", "enlarge", "largest_class", "legend_html", "status_line"]
 
 DISPLAY_SIDE = 384
 """Small images (the synthetic world's 64 pixels) are enlarged by a whole factor to about this size for display."""
@@ -78,28 +79,47 @@ def _heat(values: np.ndarray, vmax: float, image: np.ndarray) -> np.ndarray:
     return (0.8 * colours + 0.2 * grey[..., None]).clip(0, 255).astype(np.uint8)
 
 
-def class_maps(seg: Segmentation, name: str) -> list[tuple[np.ndarray, str]]:
+class ClassView(NamedTuple):
+    """What the page shows of one class: its maps, a table of its prompts, a line that reads them."""
+
+    maps: list[tuple[np.ndarray, str]]
+    prompts: list[list[str | float]]
+    note: str
+
+
+def class_view(seg: Segmentation, name: str | None) -> ClassView:
     """The score map of class ``name`` and, for each of its prompts, the share of each patch that the prompt takes.
 
     Args:
         seg: A request's result.
-        name: One of its class names.
+        name: One of its class names (anything else gives an empty view).
 
     Returns:
-        ``(image, caption)`` pairs: first the sigmoid of the MPS score map (scale 0-1), then one map per prompt
-        (the plan ``M T[m, n]`` on the patch grid, one colour scale for all prompts of the class), captioned with
-        the share of the class's region the prompt takes (of the image where the class was not found) and the
-        prompt text.
+        :class:`ClassView`: ``maps`` are ``(image, caption)`` pairs, first the sigmoid of the MPS score map (scale
+        0-1), then one map per prompt (the plan ``M T[m, n]`` on the patch grid, one colour scale for all prompts
+        of the class); ``prompts`` rows ``[prompt, text, share %]`` give the share of the class's region (of the
+        whole image where the class was not found) that each prompt takes.
     """
     if name not in seg.class_names:
-        return []
+        return ClassView([], [], "")
     k = seg.class_names.index(name)
     plan = seg.plan[k]  # (h, w, N)
     shares, found = seg.prompt_shares(k)
-    where = "its region" if found else "the image"
-    maps = [(_heat(seg.score[k], 1.0, seg.image), f"MPS score map of {name} (sigmoid)")]
+    maps = [(_heat(seg.score[k], 1.0, seg.image), "score map")]
     vmax = float(plan.max())
-    for n, template in enumerate(seg.prompts):
-        caption = f"{shares[n]:.0%} of {where}: '{template.format(name)}'"
-        maps.append((_heat(plan[..., n], vmax, seg.image), caption))
-    return maps
+    maps += [(_heat(plan[..., n], vmax, seg.image), f"prompt {n + 1}") for n in range(len(seg.prompts))]
+    rows = [
+        [f"prompt {n + 1}", template.format(name), round(100 * float(shares[n]), 1)]
+        for n, template in enumerate(seg.prompts)
+    ]
+    where = (
+        f"the {seg.area_shares()[k]:.1%} of the image labelled {name}"
+        if found
+        else f"the whole image ({name} was not found in it)"
+    )
+    note = (
+        f"**{escape(name)}**: the score map (sigmoid of the MPS score, 0 to 1), then where each prompt puts its mass: "
+        f"the share of each patch it takes (one colour scale for all prompts; each takes 1/{len(seg.prompts)} of "
+        f"the image). The table gives each prompt's share of {escape(where)}."
+    )
+    return ClassView(maps, rows, note)
