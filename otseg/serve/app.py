@@ -195,7 +195,7 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
         maps = gr.Gallery(
             label="score map, then the share of each patch that each prompt takes",
             columns=MAP_COLUMNS,
-            height=40 + 165 * rows,
+            height=40 + 140 * rows,
             elem_id="otseg-maps",
         )
         prompts = gr.Dataframe(
