@@ -41,10 +41,16 @@ def _default_model() -> str:
     help="Longer images are resized to this side before segmentation.",
 )
 @click.option("--max-queue", type=click.IntRange(1), default=16, show_default=True, help="Requests that may wait.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="CPU threads of the model [default: torch's, one per core].",
+)
 @debug_option
 def serve(
     model_file, paper_checkpoint, model_config, clip_weights, mode, crop, stride, short_side, device, host, port,
-    max_classes, max_upload_mb, max_megapixels, max_side, max_queue, debug,
+    max_classes, max_upload_mb, max_megapixels, max_side, max_queue, threads, debug,
 ) -> None:  # fmt: skip
     """Serve a web page that segments an uploaded image with any class names and shows the transport plan.
 
@@ -67,6 +73,10 @@ def serve(
         import_gradio()
     except ImportError as err:
         raise click.ClickException(str(err)) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     with reported_errors(debug):
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
         settings = inference_settings(meta, None, mode=mode, crop=crop, stride=stride, short_side=short_side)

@@ -204,14 +204,21 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
             interactive=False,
             elem_id="otseg-prompts",
         )
-        file.upload(upload, inputs=file, outputs=[image, status], api_visibility="private")
+        # Only the model's requests queue one at a time; reading an upload or showing another class does not wait.
+        file.upload(upload, inputs=file, outputs=[image, status], api_visibility="private", concurrency_limit=None)
         run.click(
             segment,
             inputs=[image, classes, calibrate],
             outputs=[status, overlay, legend, table, chosen, maps, prompts, note, state],
             api_visibility="private",
         )
-        chosen.input(choose, inputs=[chosen, state], outputs=[maps, prompts, note], api_visibility="private")
+        chosen.input(
+            choose,
+            inputs=[chosen, state],
+            outputs=[maps, prompts, note],
+            api_visibility="private",
+            concurrency_limit=None,
+        )
     return app
 
 
