@@ -1,9 +1,10 @@
-# Two entry points for a fresh machine: `make demo` (install, run the main job) and `make test`.
+# Entry points for a fresh machine: `make demo` (install, run the main job), `make serve` (the web page of the demo
+# model) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo serve test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +13,20 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed-app: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[app]'
 	touch $(VENV)/.installed $@
+
+# The tests include the browser test of `otseg serve`: the app extra and Playwright (driving the system's Chromium).
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,app]'
+	touch $(VENV)/.installed $(VENV)/.installed-app $@
 
 demo: $(VENV)/.installed
 	$(BIN)/otseg demo
+
+serve: $(VENV)/.installed-app
+	$(BIN)/otseg serve
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

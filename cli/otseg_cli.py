@@ -1,8 +1,9 @@
-"""``otseg``: train, evaluate, predict, embed class names, run the demo.
+"""``otseg``: train, evaluate, predict, embed class names, run the demo, serve a web page.
 
 The group lives here with ``train``; the inference commands are in :mod:`cli.inference_cmds`, the demo in
-:mod:`cli.demo_cmds`. Options that have a setting default to ``None`` and defer to the settings objects
-(:class:`~otseg.engine.config.TrainConfig`, :class:`~otseg.predictor.InferenceSettings`), the one source of defaults.
+:mod:`cli.demo_cmds`, the web page in :mod:`cli.serve_cmds`. Options that have a setting default to ``None`` and
+defer to the settings objects (:class:`~otseg.engine.config.TrainConfig`, :class:`~otseg.predictor.InferenceSettings`),
+the one source of defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from cli.common import console, debug_option, deep_merge, parse_overrides, print_table, reported_errors
 from cli.demo_cmds import demo
 from cli.inference_cmds import embed_classes, evaluate_command, predict
+from cli.serve_cmds import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -101,6 +103,7 @@ main.add_command(evaluate_command)
 main.add_command(predict)
 main.add_command(embed_classes)
 main.add_command(demo)
+main.add_command(serve)
 
 
 if __name__ == "__main__":

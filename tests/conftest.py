@@ -36,3 +36,23 @@ def random_problem(batch, n, m, dtype=torch.float64, zero_weights=False, seed=0)
         a[..., 0] = 0
         b[..., -1] = 0
     return cost, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A random otseg-tiny model file recording a synthetic world and its split, as a trained one does."""
+    from otseg.build import load_otseg
+    from otseg.checkpoint import save_model
+    from otseg.data.synthetic import SyntheticWorld, diagonal_split
+
+    split = diagonal_split(SyntheticWorld(image_size=64))
+    model, _ = load_otseg("otseg-tiny", allow_random_clip=True)
+    meta = {
+        "class_names": list(split.class_names),
+        "unseen": list(split.unseen),
+        "dataset": "synthetic",
+        "synthetic": {"image_size": 64},
+        "step": 0,
+        "inference": {"short_side": None, "mode": "whole", "crop": 64, "stride": 64},
+    }
+    return save_model(model, tmp_path_factory.mktemp("serve") / "tiny.safetensors", meta=meta)

@@ -117,7 +117,7 @@ def test_bad_options_give_usage_errors_not_tracebacks(args, message):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "embed-classes", "demo"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "embed-classes", "demo", "serve"])
 def test_help_of_every_command(command):
     result = CliRunner().invoke(otseg_main, [command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output

@@ -8,7 +8,7 @@ from otseg.modeling.descriptor import RelationshipDescriptor
 from otseg.modeling.head import HeadOutput, OTSegHead
 from otseg.modeling.image_encoder import PromptedVisionTransformer, resize_positional_embedding
 from otseg.modeling.losses import OTSegLoss, dice_loss, sigmoid_focal_loss
-from otseg.modeling.segmentor import IMAGENET_MEAN, IMAGENET_STD, OTSeg
+from otseg.modeling.segmentor import IMAGENET_MEAN, IMAGENET_STD, OTSeg, PromptTransport
 from otseg.modeling.text_encoder import TEMPLATES, LearnableContext, TextEncoder, templates_for
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "OTSeg",
     "OTSegHead",
     "OTSegLoss",
+    "PromptTransport",
     "PromptedVisionTransformer",
     "RelationshipDescriptor",
     "TextEncoder",

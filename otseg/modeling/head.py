@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from otkit import SinkhornOptions, multi_prompt_transport
+from otkit import MultiPromptTransport, SinkhornOptions, multi_prompt_transport
 from otseg.modeling.decoder import MPSADecoder, combine_layer_maps
 from otseg.modeling.descriptor import RelationshipDescriptor
 
@@ -65,3 +65,18 @@ class OTSegHead(nn.Module):
         grid = (batch, -1, h, w)
         layers = [m.reshape(grid) for m in maps]
         return HeadOutput(decoder=combine_layer_maps(layers), score=score.score.reshape(grid), layers=layers)
+
+    def transport(self, dense: Tensor, global_embedding: Tensor, text: Tensor) -> MultiPromptTransport:
+        """The MPS path alone: how each class's prompts share the pixels (the plan behind :attr:`HeadOutput.score`).
+
+        Args:
+            dense: ``(B, C, h, w)`` pixel embeddings (L2-normalised).
+            global_embedding: ``(B, C)`` image embedding (L2-normalised).
+            text: ``(K, N, C)`` class-prompt embeddings (L2-normalised).
+
+        Returns:
+            :class:`~otkit.MultiPromptTransport`: ``plan (B, K, M, N)`` with ``M = h * w`` pixels in row-major grid
+            order, ``score (B, K, M)``, ``similarity (B, K, M, N)``.
+        """
+        pixels = dense.flatten(2).transpose(1, 2)  # (B, M, C)
+        return multi_prompt_transport(pixels, self.descriptor(global_embedding, text), self.sinkhorn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +14,26 @@ from otseg.modeling.head import OTSegHead
 from otseg.modeling.image_encoder import PromptedVisionTransformer
 from otseg.modeling.text_encoder import LearnableContext, TextEncoder
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OTSeg"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OTSeg", "PromptTransport"]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class PromptTransport(NamedTuple):
+    """The MPS transport of images against classes (:meth:`OTSeg.transport`).
+
+    Attributes:
+        plan: ``(B, K, M, N)`` plan of each (image, class) problem, ``M = h * w`` pixels in row-major grid order.
+        score: ``(B, K, h, w)`` MPS score map ``sum_n M N T sim`` (logits, before upsampling).
+        similarity: ``(B, K, M, N)`` cosine similarity between pixels and prompts.
+        grid: The patch grid ``(h, w)``.
+    """
+
+    plan: Tensor
+    score: Tensor
+    similarity: Tensor
+    grid: tuple[int, int]
 
 
 class OTSeg(nn.Module):
@@ -81,6 +98,18 @@ class OTSeg(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}.")
         return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
 
+    def _encode(self, images: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Check the class embeddings and encode the images: ``(dense, global_embedding, text)`` for the head."""
+        if text.dim() != 3:
+            raise ValueError(f"text must be class embeddings (K, N, C), got shape {tuple(text.shape)}.")
+        if text.shape[-1] != self.image_encoder.output_dim:
+            raise ValueError(
+                f"class embeddings have width {text.shape[-1]}, the image encoder {self.image_encoder.output_dim}; "
+                "compute them with this model's text encoder (class_embeddings) or the same CLIP."
+            )
+        dense, global_embedding = self.image_encoder(self.normalize(images))
+        return dense, global_embedding, text.to(dense.device)
+
     def forward(self, images: Tensor, text: Tensor) -> dict[str, Tensor]:
         """Logit maps at the input resolution.
 
@@ -91,20 +120,33 @@ class OTSeg(nn.Module):
         Returns:
             ``{"decoder": (B, K, H, W), "score": (B, K, H, W)}`` logits, bilinearly upsampled from the patch grid.
         """
-        if text.dim() != 3:
-            raise ValueError(f"text must be class embeddings (K, N, C), got shape {tuple(text.shape)}.")
-        if text.shape[-1] != self.image_encoder.output_dim:
-            raise ValueError(
-                f"class embeddings have width {text.shape[-1]}, the image encoder {self.image_encoder.output_dim}; "
-                "compute them with this model's text encoder (class_embeddings) or the same CLIP."
-            )
-        dense, global_embedding = self.image_encoder(self.normalize(images))
-        out = self.head(dense, global_embedding, text.to(dense.device))
+        out = self.head(*self._encode(images, text))
         size = images.shape[-2:]
         return {
             "decoder": F.interpolate(out.decoder, size=size, mode="bilinear", align_corners=False),
             "score": F.interpolate(out.score, size=size, mode="bilinear", align_corners=False),
         }
+
+    def transport(self, images: Tensor, text: Tensor) -> PromptTransport:
+        """The multi-prompt transport of the MPS path: which pixels each prompt of each class takes.
+
+        Runs the image encoder and the MPS path only (no decoder); :meth:`forward` is unchanged. The score map is
+        the one behind ``forward(images, text)["score"]``, on the patch grid before upsampling.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB in 0-255.
+            text: ``(K, N, C)`` class-prompt embeddings (from :meth:`class_embeddings`).
+
+        Returns:
+            :class:`PromptTransport` with ``plan (B, K, M, N)`` (``M = h * w``, rows in row-major grid order; each
+            (image, class) plan has rows summing to ``1/M`` and columns to ``1/N``), ``score (B, K, h, w)``,
+            ``similarity (B, K, M, N)`` and ``grid = (h, w)``.
+        """
+        dense, global_embedding, text = self._encode(images, text)
+        mps = self.head.transport(dense, global_embedding, text)
+        grid = (dense.shape[-2], dense.shape[-1])
+        score = mps.score.reshape(*mps.score.shape[:2], *grid)
+        return PromptTransport(plan=mps.plan, score=score, similarity=mps.similarity, grid=grid)
 
     def ensemble(self, outputs: dict[str, Tensor]) -> Tensor:
         """OTSeg+ logits ``w * decoder + (1 - w) * score``, ``(B, K, H, W)``."""

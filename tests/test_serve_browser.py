@@ -1,0 +1,154 @@
+"""``otseg serve`` end to end in a real browser: headless Chromium driven by Playwright.
+
+Skips, with its reason, when Gradio or Playwright is not installed or no Chromium can be found (``.ci/run``
+installs Chromium). The page's screenshot is left under pytest's tmp_path as ``serve_page.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CLASSES = ["red square", "blue circle", "a thing of my own"]
+START_TIMEOUT_S = 180  # importing torch and Gradio on a busy machine
+STEP_TIMEOUT_MS = 60_000
+
+pytest.importorskip("gradio", reason="the app extra (Gradio) is not installed: pip install -e '.[app]'")
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
+
+
+def _browser() -> str:
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip(f"no Chromium found (looked for {', '.join(BROWSERS)}); install it: apt-get install chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_served(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"otseg serve exited with status {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"otseg serve did not answer at {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def served(tiny_model_file, tmp_path):
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "cli.otseg_cli", "serve", "--model", str(tiny_model_file), "--port", str(port)]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_served(url, server, log)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _status_contains(page, text: str) -> None:
+    page.wait_for_function(
+        "text => document.querySelector('#otseg-status').innerText.includes(text)", arg=text, timeout=STEP_TIMEOUT_MS
+    )
+
+
+def test_segment_in_a_real_browser(served, tiny_model_file, tmp_path):
+    photo = np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8)
+    photo[16:56, 24:72] = (30, 70, 225)
+    image_file = tmp_path / "photo.png"
+    Image.fromarray(photo).save(image_file)
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is text, not an image")
+    outside = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_browser(), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+
+        def local_only(route):  # the page must work with no network: anything else is recorded and refused
+            if route.request.url.startswith(served):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", local_only)
+        page.goto(served)
+        page.wait_for_selector("#otseg-run", timeout=STEP_TIMEOUT_MS)
+
+        page.locator("#otseg-upload input[type=file]").set_input_files(str(image_file))
+        _status_contains(page, "Image ready")
+        page.locator("#otseg-classes textarea").fill(", ".join(CLASSES))
+        page.locator("#otseg-run").click()
+        _status_contains(page, "Segmented in")
+        overlay_src = page.locator("#otseg-overlay img").get_attribute("src")
+        overlay = np.asarray(Image.open(io.BytesIO(page.request.get(overlay_src).body())).convert("RGB"))
+        factor = overlay.shape[0] // photo.shape[0]
+        assert factor >= 1 and overlay.shape == (photo.shape[0] * factor, photo.shape[1] * factor, 3)
+        assert not np.array_equal(overlay[::factor, ::factor], photo)
+        legend = page.locator("#otseg-legend").inner_text()
+        assert all(name in legend for name in CLASSES)
+        assert "(seen)" in legend or "(unseen)" in legend  # red square and blue circle belong to the model's split
+        page.locator("#otseg-maps img").first.wait_for(timeout=STEP_TIMEOUT_MS)
+        assert page.locator("#otseg-maps img").count() >= 2  # the score map and the plan of at least one prompt
+        page.locator("#otseg-class input").click()
+        page.get_by_role("option", name=CLASSES[0], exact=True).click()
+        page.wait_for_function(
+            "name => document.querySelector('#otseg-note').innerText.includes(name)",
+            arg=CLASSES[0],
+            timeout=STEP_TIMEOUT_MS,
+        )
+        assert f"a photo of a {CLASSES[0]}." in page.locator("#otseg-prompts").inner_text()
+        page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
+
+        page.locator("#otseg-classes textarea").fill(" ")
+        page.locator("#otseg-run").click()
+        _status_contains(page, "no class names given")
+        page.goto(served)  # a fresh page: its upload box is empty again
+        page.locator("#otseg-upload input[type=file]").set_input_files(str(notes))
+        _status_contains(page, "notes.png is not an image")
+        html = page.content()
+        browser.close()
+    assert outside == []
+    assert str(tiny_model_file.parent) not in html and "Traceback" not in html
+    assert (tmp_path / "serve_page.png").stat().st_size > 0
