@@ -38,6 +38,7 @@ __all__ = [
     "save_local_dir",
 ]
 
+
 def clip_architecture(clip: str | dict[str, Any]) -> dict[str, Any]:
     """An open_clip architecture dict (``embed_dim``, ``vision_cfg``, ``text_cfg``) from a name or a dict."""
     if isinstance(clip, dict):
