@@ -53,16 +53,18 @@ def model_options(command: Callable) -> Callable:
     return command
 
 
-_WINDOW_OPTIONS = (  # (flag, type, meaning): defaults come from InferenceSettings
+_WINDOW_OPTIONS = (  # (flag, type, meaning, setting): defaults come from InferenceSettings
     ("--mode", click.Choice(["slide", "whole"]), "Sliding window or one pass on the whole image", "mode"),
     ("--crop", click.IntRange(16), "Window size in pixels", "crop"),
     ("--stride", click.IntRange(1), "Window stride in pixels", "stride"),
     ("--short-side", click.IntRange(16), "Resize the short side to this length", "short_side"),
+    ("--precision", click.Choice(["fp32", "bf16"]), "bf16 autocast: faster on GPUs and AMX CPUs only", "precision"),
+    ("--compile/--no-compile", None, "torch.compile the image encoder (the first window compiles)", "compile"),
 )
 
 
 def window_options(command: Callable) -> Callable:
-    """Test-time resize and sliding-window options; unset ones come from the preset, the model file or defaults."""
+    """Test-time resize, window and speed options; unset ones come from the preset, the model file or defaults."""
     command = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")(
         command
     )
@@ -114,7 +116,7 @@ def inference_settings(meta: dict[str, Any], preset: dict[str, Any] | None, **fl
 @debug_option
 def evaluate_command(
     model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting, mode, crop,
-    stride, short_side, device, max_images, json_out, per_class, debug,
+    stride, short_side, precision, compile, device, max_images, json_out, per_class, debug,
 ) -> None:  # fmt: skip
     """Evaluate a model: mIoU(S), mIoU(U), hIoU, pAcc, mAcc and per-class IoU (confusion matrix, ignore 255)."""
     from otseg.data.classes import ZeroShotSplit, parse_class_names
@@ -130,7 +132,14 @@ def evaluate_command(
             raise click.UsageError("give --dataset (or --preset).")
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
         settings = inference_settings(
-            meta, values.get("inference"), mode=mode, crop=crop, stride=stride, short_side=short_side
+            meta,
+            values.get("inference"),
+            mode=mode,
+            crop=crop,
+            stride=stride,
+            short_side=short_side,
+            precision=precision,
+            compile=compile,
         )
         if dataset == "synthetic":
             data = synthetic_sources(meta.get("synthetic", {}))
@@ -193,6 +202,13 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 @click.option("--seen", default=None, help="Comma-separated classes seen in training (calibrated) [default: none].")
 @window_options
 @click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Segment this many same-size images at once (for GPUs; on a CPU it gains nothing).",
+)
+@click.option(
     "--out-dir",
     type=click.Path(file_okay=False),
     default="predictions",
@@ -202,7 +218,7 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 @debug_option
 def predict(
     images, model_file, paper_checkpoint, model_config, clip_weights, classes, classes_file, seen, mode, crop, stride,
-    short_side, device, out_dir, debug,
+    short_side, precision, compile, device, batch_size, out_dir, debug,
 ) -> None:  # fmt: skip
     """Segment IMAGES (files or folders of images) with any class names: a label map and an overlay per image."""
     from otseg.data.classes import parse_class_names
@@ -216,30 +232,42 @@ def predict(
     with reported_errors(debug):
         seen_names = list(parse_class_names(seen, "--seen")) if seen else None
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
-        settings = inference_settings(meta, None, mode=mode, crop=crop, stride=stride, short_side=short_side)
+        settings = inference_settings(
+            meta,
+            None,
+            mode=mode,
+            crop=crop,
+            stride=stride,
+            short_side=short_side,
+            precision=precision,
+            compile=compile,
+        )
         predictor = OTSegPredictor(model, settings, device=device)
         predictor.set_classes(names, seen=seen_names)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         palette = colour_palette(len(names))
         start = time.perf_counter()
+        done = 0
         with make_progress() as progress:
             task = progress.add_task("segmenting", total=len(paths), info="")
-            for done, path in enumerate(paths, 1):
-                image = load_image(path)
-                labels = predictor.predict([image])[0]
-                rgb = image.permute(1, 2, 0).numpy()
-                save_label_map(out / f"{path.stem}_labels.png", labels, len(names))
-                present = sorted(set(labels.ravel().tolist()))
-                figure = save_prediction_figure(
-                    out / f"{path.stem}_overlay.png",
-                    [("image", rgb), ("prediction", overlay(rgb, labels, palette))],
-                    names,
-                    present,
-                )
+            for first in range(0, len(paths), batch_size):
+                chunk = paths[first : first + batch_size]
+                loaded = [load_image(path) for path in chunk]
+                for path, image, labels in zip(chunk, loaded, predictor.predict(loaded, batch_size), strict=True):
+                    rgb = image.permute(1, 2, 0).numpy()
+                    save_label_map(out / f"{path.stem}_labels.png", labels, len(names))
+                    present = sorted(set(labels.ravel().tolist()))
+                    figure = save_prediction_figure(
+                        out / f"{path.stem}_overlay.png",
+                        [("image", rgb), ("prediction", overlay(rgb, labels, palette))],
+                        names,
+                        present,
+                    )
+                    progress.console.print(f"{path}: {', '.join(names[k] for k in present[:12])} -> {figure}")
+                done += len(chunk)
                 rate = done / (time.perf_counter() - start)
                 progress.update(task, completed=done, info=f"{rate:.2f} images/s")
-                progress.console.print(f"{path}: {', '.join(names[k] for k in present[:12])} -> {figure}")
 
 
 @click.command("embed-classes")

@@ -220,8 +220,8 @@ class OTSegPredictor:
     def predict(self, images: Sequence[Image.Image | np.ndarray | Tensor], batch_size: int = 1) -> list[np.ndarray]:
         """Label maps (indices into the class names), one ``(H, W)`` int64 array per image, any sizes.
 
-        Consecutive images of one size run ``batch_size`` at a time (a larger batch pays on GPUs; on a CPU the
-        work per image stays the same, see the README).
+        Consecutive images of one size run ``batch_size`` at a time: for GPUs; on a CPU a batch gains nothing
+        (the README has the measurement).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
