@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli.common import console, debug_option, reported_errors, write_json
+from cli.common import console, debug_option, print_table, reported_errors, write_json
 
 
 def _setting_default(name: str) -> Any:
@@ -299,3 +299,49 @@ def embed_classes(classes, classes_file, model_config, clip_weights, allow_rando
 
             save_file({"embeddings": emb.contiguous()}, str(out_path), metadata={"classes": json.dumps(names)})
     console.print(f"wrote {tuple(emb.shape)} embeddings of {len(names)} classes to {out_path}")
+
+
+@click.command()
+@click.argument("source", default="otseg-vit-b16")
+@click.option("--model-config", default="otseg-vit-b16", show_default=True, help="Architecture of a paper .pth.")
+@click.option("--clip-weights", default=None, help="CLIP weights for model files that hold only the trained weights.")
+@click.option("--image-size", type=click.IntRange(16), default=None, help="Input side [default: the model's].")
+@click.option("--classes", "num_classes", type=click.IntRange(1), default=20, show_default=True, help="Classes K.")
+@click.option("--prompts", "num_prompts", type=click.IntRange(1), default=None, help="Prompts N [default: model's].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the numbers as JSON.")
+@debug_option
+def stats(source, model_config, clip_weights, image_size, num_classes, num_prompts, json_out, debug) -> None:
+    """Parameters and FLOPs of one forward of SOURCE (a preset name with random weights, or a model file).
+
+    FLOPs in two conventions: all operations (2 per multiply-add, attention included) and the paper's (mmcv's
+    counter: multiply-accumulates of nn.Linear and nn.Conv2d modules only), beside the paper's figures.
+    """
+    from otseg.build import load_otseg
+    from otseg.engine.stats import PAPER_FIGURES, model_stats
+
+    with reported_errors(debug):
+        is_file = Path(source).is_file()
+        model, _ = load_otseg(
+            source, clip_weights=clip_weights, allow_random_clip=not is_file, paper_config=model_config
+        )
+        numbers = model_stats(model, image_size, num_classes, num_prompts)
+    paper = PAPER_FIGURES.get(model.config.name, {})
+    setting = f"{numbers.image_size}x{numbers.image_size}, K={numbers.num_classes}, N={numbers.num_prompts}"
+    paper_flops = paper.get("gflops") if (numbers.image_size, numbers.num_classes) == (512, 20) else None
+    rows = [
+        ["parameters (M)", numbers.total_params / 1e6, None],
+        ["trainable (M)", numbers.trainable_params / 1e6, None],
+        ["trainable, paper's count (M) [1]", numbers.paper_trainable_params / 1e6, paper.get("trainable_params_m")],
+        ["GFLOPs, all operations", numbers.gflops, None],
+        ["  image encoder", numbers.image_encoder_gflops, None],
+        ["  head", numbers.head_gflops, None],
+        ["GFLOPs, paper's convention [2]", numbers.paper_gflops, paper_flops],
+    ]
+    print_table(f"{source}: one forward at {setting}", ["", "ours", "paper"], rows)
+    console.print(
+        "[1] + each decoder layer's self-attention, which the public model holds but never runs\n"
+        "[2] mmcv's counter: multiply-adds of nn.Linear and nn.Conv2d modules only; all operations: 2 per "
+        "multiply-add, attention included"
+    )
+    if json_out:
+        console.print(f"wrote {write_json(json_out, numbers.as_dict() | {'paper': paper})}")

@@ -1,4 +1,4 @@
-"""``otseg``: train, evaluate, predict, embed class names, run the demo.
+"""``otseg``: train, evaluate, predict, embed class names, model statistics, run the demo.
 
 The group lives here with ``train``; the inference commands are in :mod:`cli.inference_cmds`, the demo in
 :mod:`cli.demo_cmds`. Options that have a setting default to ``None`` and defer to the settings objects
@@ -13,7 +13,7 @@ import click
 
 from cli.common import console, debug_option, deep_merge, parse_overrides, print_table, reported_errors
 from cli.demo_cmds import demo
-from cli.inference_cmds import embed_classes, evaluate_command, predict
+from cli.inference_cmds import embed_classes, evaluate_command, predict, stats
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -101,6 +101,7 @@ def train(ctx, preset, config_path, sets, out_dir, resume, overwrite, list_prese
 main.add_command(evaluate_command)
 main.add_command(predict)
 main.add_command(embed_classes)
+main.add_command(stats)
 main.add_command(demo)
 
 

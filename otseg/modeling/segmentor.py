@@ -119,7 +119,8 @@ class OTSeg(nn.Module):
                 f"class embeddings have width {text.shape[-1]}, the image encoder {self.image_encoder.output_dim}; "
                 "compute them with this model's text encoder (class_embeddings) or the same CLIP."
             )
-        dense, global_embedding = (image_encoder or self.image_encoder)(self.normalize(images))
+        encoder = self.image_encoder if image_encoder is None else image_encoder
+        dense, global_embedding = encoder(self.normalize(images))
         return self.head(dense, global_embedding, text.to(dense.device))
 
     def forward(self, images: Tensor, text: Tensor) -> dict[str, Tensor]:
