@@ -25,7 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: m
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import BenchRow, console, environment, print_table, rows_as_dicts, sync, write_json
+from benchmarks.harness import (
+    BenchRow,
+    check_repeat_and_device,
+    console,
+    environment,
+    print_table,
+    rows_as_dicts,
+    sync,
+    write_json,
+)
 from otseg.build import load_otseg
 from otseg.predictor import InferenceSettings, OTSegPredictor
 
@@ -55,10 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the tiny test model at 64x64 only")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inference_<device>.json)")
     args = parser.parse_args(argv)
-    if not 1 <= args.repeat <= 100:
-        parser.error(f"--repeat must be between 1 and 100, got {args.repeat}")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error("CUDA is not available on this machine; use --device cpu")
+    check_repeat_and_device(parser, args)
     args.settings = ["tiny"] if args.quick else (args.settings or ["voc", "coco"])
     args.variants = [v for v in VARIANTS if v in (args.variants or VARIANTS)]
     if "fp32" not in args.variants:

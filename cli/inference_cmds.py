@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -64,14 +65,24 @@ _WINDOW_OPTIONS = (  # (flag, type, meaning, setting): defaults come from Infere
 
 
 def window_options(command: Callable) -> Callable:
-    """Test-time resize, window and speed options; unset ones come from the preset, the model file or defaults."""
-    command = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")(
-        command
+    """Test-time resize, window and speed options, and ``--device``.
+
+    The command receives the settings' flags as one dict, ``inference_flags`` (``None`` where not given: those
+    come from the preset, the model file or the defaults, see :func:`inference_settings`), and ``device``.
+    """
+
+    @functools.wraps(command)
+    def collect(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for *_, name in _WINDOW_OPTIONS}
+        return command(*args, inference_flags=flags, **kwargs)
+
+    wrapped = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")(
+        collect
     )
     for flag, kind, meaning, name in reversed(_WINDOW_OPTIONS):
         help_text = f"{meaning} [default: the model file's, else {_setting_default(name)}]."
-        command = click.option(flag, type=kind, default=None, help=help_text)(command)
-    return command
+        wrapped = click.option(flag, name, type=kind, default=None, help=help_text)(wrapped)
+    return wrapped
 
 
 def load_for_inference(model_file: str | None, paper_checkpoint: str | None, model_config: str, clip_weights):
@@ -115,8 +126,8 @@ def inference_settings(meta: dict[str, Any], preset: dict[str, Any] | None, **fl
 @click.option("--per-class/--no-per-class", default=True, show_default=True, help="Print the per-class table.")
 @debug_option
 def evaluate_command(
-    model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting, mode, crop,
-    stride, short_side, precision, compile, device, max_images, json_out, per_class, debug,
+    model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting,
+    inference_flags, device, max_images, json_out, per_class, debug,
 ) -> None:  # fmt: skip
     """Evaluate a model: mIoU(S), mIoU(U), hIoU, pAcc, mAcc and per-class IoU (confusion matrix, ignore 255)."""
     from otseg.data.classes import ZeroShotSplit, parse_class_names
@@ -131,16 +142,7 @@ def evaluate_command(
         if dataset is None:
             raise click.UsageError("give --dataset (or --preset).")
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
-        settings = inference_settings(
-            meta,
-            values.get("inference"),
-            mode=mode,
-            crop=crop,
-            stride=stride,
-            short_side=short_side,
-            precision=precision,
-            compile=compile,
-        )
+        settings = inference_settings(meta, values.get("inference"), **inference_flags)
         if dataset == "synthetic":
             data = synthetic_sources(meta.get("synthetic", {}))
             data_set, split = data.val, data.split
@@ -217,8 +219,8 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 )
 @debug_option
 def predict(
-    images, model_file, paper_checkpoint, model_config, clip_weights, classes, classes_file, seen, mode, crop, stride,
-    short_side, precision, compile, device, batch_size, out_dir, debug,
+    images, model_file, paper_checkpoint, model_config, clip_weights, classes, classes_file, seen, inference_flags,
+    device, batch_size, out_dir, debug,
 ) -> None:  # fmt: skip
     """Segment IMAGES (files or folders of images) with any class names: a label map and an overlay per image."""
     from otseg.data.classes import parse_class_names
@@ -232,16 +234,7 @@ def predict(
     with reported_errors(debug):
         seen_names = list(parse_class_names(seen, "--seen")) if seen else None
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
-        settings = inference_settings(
-            meta,
-            None,
-            mode=mode,
-            crop=crop,
-            stride=stride,
-            short_side=short_side,
-            precision=precision,
-            compile=compile,
-        )
+        settings = inference_settings(meta, None, **inference_flags)
         predictor = OTSegPredictor(model, settings, device=device)
         predictor.set_classes(names, seen=seen_names)
         out = Path(out_dir)
