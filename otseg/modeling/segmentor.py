@@ -35,8 +35,8 @@ def upsample(maps: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     """Bilinear resize of patch-grid maps ``(B, K, h, w)`` to ``size`` (``align_corners=False``, the paper's).
 
     Equals ``F.interpolate(maps, size, mode="bilinear", align_corners=False)`` to float rounding, computed as two
-    small matrix products ``R_h @ maps @ R_w^T`` (``h + h*w/H`` multiply-adds per output), several times faster
-    than ``F.interpolate`` on the CPU for a patch grid; in float32 at least, outside autocast.
+    small matrix products ``R_h @ maps @ R_w^T`` (``h + h*w/H`` multiply-adds per output): for a 32x32 grid to
+    512x512 about twice as fast as ``F.interpolate`` on the CPU. In float32 at least, outside autocast.
     """
     height, width = size
     if tuple(maps.shape[-2:]) == (height, width):
