@@ -40,7 +40,8 @@ class InferenceSettings:
             potentials and the final maps stay float32). Faster on GPUs and CPUs with bf16 matrix units (AMX); on
             CPUs without them it is slower. See the README for its accuracy against fp32.
         compile: ``torch.compile`` the image encoder, the bulk of the work. :class:`OTSegPredictor` compiles once
-            and reuses the compiled encoder; the first window pays the compilation.
+            per window size and reuses the compiled encoder: the first window pays the compilation, and whole-image
+            mode on images of many sizes would compile again and again (leave it off there).
     """
 
     short_side: int | None = spec(512, "test resize of the short side (null: keep the image size)")
