@@ -134,6 +134,18 @@ def test_bf16_precision_stays_close_to_fp32():
         InferenceSettings(precision="fp16")
 
 
+def test_compiled_encoder_gives_the_same_probabilities():
+    model = tiny_model()
+    images = torch.rand(1, 3, 64, 64) * 255
+    text = F.normalize(torch.randn(4, TINY.num_prompts, 32), dim=-1)
+    settings = InferenceSettings(short_side=None, mode="whole", compile=True)
+    predictor = OTSegPredictor(model, settings)
+    predictor.text = text
+    expected = predict_probabilities(model, images, text, InferenceSettings(short_side=None, mode="whole"))
+    torch.testing.assert_close(predictor.predict_torch(images), expected, rtol=0, atol=1e-5)
+    assert list(model.state_dict()) == list(tiny_model().state_dict())  # the model itself is left as it was
+
+
 def test_batched_predict_equals_one_at_a_time():
     model = tiny_model()
     predictor = OTSegPredictor(model, InferenceSettings(short_side=None, mode="whole"))
