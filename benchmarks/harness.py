@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import json
@@ -22,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 __all__ = [
     "BenchRow",
     "PeakMemory",
+    "check_repeat_and_device",
     "console",
     "environment",
     "print_table",
@@ -70,6 +72,14 @@ def environment(device: str) -> dict[str, Any]:
         except ImportError:
             env[name] = None
     return env
+
+
+def check_repeat_and_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (``parser.error``) a ``--repeat`` outside 1..100 and a CUDA ``--device`` on a machine without CUDA."""
+    if not 1 <= args.repeat <= 100:
+        parser.error(f"--repeat must be between 1 and 100, got {args.repeat}")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("CUDA is not available on this machine; use --device cpu")
 
 
 def sync(device: torch.device | str) -> None:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: m
 import torch
 
 from benchmarks import sinkhorn_suites
-from benchmarks.harness import console, environment, print_table, rows_as_dicts, write_json
+from benchmarks.harness import check_repeat_and_device, console, environment, print_table, rows_as_dicts, write_json
 
 SUITES = ("sinkhorn", "memory", "operators", "model")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,10 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per method, 1 to 100 (default 5)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<suites>_<device>.json)")
     args = parser.parse_args(argv)
-    if not 1 <= args.repeat <= 100:
-        parser.error(f"--repeat must be between 1 and 100, got {args.repeat}")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error("CUDA is not available on this machine; use --device cpu")
+    check_repeat_and_device(parser, args)
     chosen = set(args.suites or ["all"])
     args.suites = SUITES if "all" in chosen else tuple(s for s in SUITES if s in chosen)
     return args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from cli.common import console, debug_option, reported_errors, write_json
+from cli.common import console, debug_option, print_table, reported_errors, write_json
 
 
 def _setting_default(name: str) -> Any:
@@ -53,23 +54,35 @@ def model_options(command: Callable) -> Callable:
     return command
 
 
-_WINDOW_OPTIONS = (  # (flag, type, meaning): defaults come from InferenceSettings
+_WINDOW_OPTIONS = (  # (flag, type, meaning, setting): defaults come from InferenceSettings
     ("--mode", click.Choice(["slide", "whole"]), "Sliding window or one pass on the whole image", "mode"),
     ("--crop", click.IntRange(16), "Window size in pixels", "crop"),
     ("--stride", click.IntRange(1), "Window stride in pixels", "stride"),
     ("--short-side", click.IntRange(16), "Resize the short side to this length", "short_side"),
+    ("--precision", click.Choice(["fp32", "bf16"]), "bf16 autocast: faster on GPUs and AMX CPUs only", "precision"),
+    ("--compile/--no-compile", None, "torch.compile the image encoder (the first window compiles)", "compile"),
 )
 
 
 def window_options(command: Callable) -> Callable:
-    """Test-time resize and sliding-window options; unset ones come from the preset, the model file or defaults."""
-    command = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")(
-        command
+    """Test-time resize, window and speed options, and ``--device``.
+
+    The command receives the settings' flags as one dict, ``inference_flags`` (``None`` where not given: those
+    come from the preset, the model file or the defaults, see :func:`inference_settings`), and ``device``.
+    """
+
+    @functools.wraps(command)
+    def collect(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for *_, name in _WINDOW_OPTIONS}
+        return command(*args, inference_flags=flags, **kwargs)
+
+    wrapped = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")(
+        collect
     )
     for flag, kind, meaning, name in reversed(_WINDOW_OPTIONS):
         help_text = f"{meaning} [default: the model file's, else {_setting_default(name)}]."
-        command = click.option(flag, type=kind, default=None, help=help_text)(command)
-    return command
+        wrapped = click.option(flag, name, type=kind, default=None, help=help_text)(wrapped)
+    return wrapped
 
 
 def load_for_inference(model_file: str | None, paper_checkpoint: str | None, model_config: str, clip_weights):
@@ -116,8 +129,8 @@ def inference_settings(meta: dict[str, Any], preset: dict[str, Any] | None, **fl
 @click.option("--per-class/--no-per-class", default=True, show_default=True, help="Print the per-class table.")
 @debug_option
 def evaluate_command(
-    model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting, mode, crop,
-    stride, short_side, device, max_images, lenient_labels, json_out, per_class, debug,
+    model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting,
+    inference_flags, device, max_images, lenient_labels, json_out, per_class, debug,
 ) -> None:  # fmt: skip
     """Evaluate a model: mIoU(S), mIoU(U), hIoU, pAcc, mAcc and per-class IoU (confusion matrix, ignore 255)."""
     from otseg.data.classes import ZeroShotSplit, parse_class_names
@@ -132,9 +145,7 @@ def evaluate_command(
         if dataset is None:
             raise click.UsageError("give --dataset (or --preset).")
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
-        settings = inference_settings(
-            meta, values.get("inference"), mode=mode, crop=crop, stride=stride, short_side=short_side
-        )
+        settings = inference_settings(meta, values.get("inference"), **inference_flags)
         if dataset == "synthetic":
             data = synthetic_sources(meta.get("synthetic", {}))
             data_set, split = data.val, data.split
@@ -196,6 +207,13 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 @click.option("--seen", default=None, help="Comma-separated classes seen in training (calibrated) [default: none].")
 @window_options
 @click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Segment this many same-size images at once (for GPUs; on a CPU it gains nothing).",
+)
+@click.option(
     "--out-dir",
     type=click.Path(file_okay=False),
     default="predictions",
@@ -204,8 +222,8 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 )
 @debug_option
 def predict(
-    images, model_file, paper_checkpoint, model_config, clip_weights, classes, classes_file, seen, mode, crop, stride,
-    short_side, device, out_dir, debug,
+    images, model_file, paper_checkpoint, model_config, clip_weights, classes, classes_file, seen, inference_flags,
+    device, batch_size, out_dir, debug,
 ) -> None:  # fmt: skip
     """Segment IMAGES (files or folders of images) with any class names: a label map and an overlay per image."""
     import numpy as np
@@ -221,31 +239,34 @@ def predict(
     with reported_errors(debug):
         seen_names = list(parse_class_names(seen, "--seen")) if seen else None
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
-        settings = inference_settings(meta, None, mode=mode, crop=crop, stride=stride, short_side=short_side)
+        settings = inference_settings(meta, None, **inference_flags)
         predictor = OTSegPredictor(model, settings, device=device)
         predictor.set_classes(names, seen=seen_names)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         palette = colour_palette(len(names))
         start = time.perf_counter()
+        done = 0
         with make_progress() as progress:
             task = progress.add_task("segmenting", total=len(paths), info="")
-            for done, path in enumerate(paths, 1):
-                image = load_image(path)
-                labels = predictor.predict([image])[0]
-                rgb = image.permute(1, 2, 0).numpy()
-                save_label_map(out / f"{path.stem}_labels.png", labels, len(names))
-                areas = np.bincount(labels.ravel(), minlength=len(names))
-                present = [int(k) for k in np.argsort(-areas, kind="stable") if areas[k]]  # largest first
-                figure = save_prediction_figure(
-                    out / f"{path.stem}_overlay.png",
-                    [("image", rgb), ("prediction", overlay(rgb, labels, palette, ignore_index=None))],
-                    names,
-                    present,
-                )
+            for first in range(0, len(paths), batch_size):
+                chunk = paths[first : first + batch_size]
+                loaded = [load_image(path) for path in chunk]
+                for path, image, labels in zip(chunk, loaded, predictor.predict(loaded, batch_size), strict=True):
+                    rgb = image.permute(1, 2, 0).numpy()
+                    save_label_map(out / f"{path.stem}_labels.png", labels, len(names))
+                    areas = np.bincount(labels.ravel(), minlength=len(names))
+                    present = [int(k) for k in np.argsort(-areas, kind="stable") if areas[k]]  # largest first
+                    figure = save_prediction_figure(
+                        out / f"{path.stem}_overlay.png",
+                        [("image", rgb), ("prediction", overlay(rgb, labels, palette, ignore_index=None))],
+                        names,
+                        present,
+                    )
+                    progress.console.print(f"{path}: {', '.join(names[k] for k in present[:12])} -> {figure}")
+                done += len(chunk)
                 rate = done / (time.perf_counter() - start)
                 progress.update(task, completed=done, info=f"{rate:.2f} images/s")
-                progress.console.print(f"{path}: {', '.join(names[k] for k in present[:12])} -> {figure}")
 
 
 @click.command("embed-classes")
@@ -277,3 +298,49 @@ def embed_classes(classes, classes_file, model_config, clip_weights, allow_rando
 
             save_file({"embeddings": emb.contiguous()}, str(out_path), metadata={"classes": json.dumps(names)})
     console.print(f"wrote {tuple(emb.shape)} embeddings of {len(names)} classes to {out_path}")
+
+
+@click.command()
+@click.argument("source", default="otseg-vit-b16")
+@click.option("--model-config", default="otseg-vit-b16", show_default=True, help="Architecture of a paper .pth.")
+@click.option("--clip-weights", default=None, help="CLIP weights for model files that hold only the trained weights.")
+@click.option("--image-size", type=click.IntRange(16), default=None, help="Input side [default: the model's].")
+@click.option("--classes", "num_classes", type=click.IntRange(1), default=20, show_default=True, help="Classes K.")
+@click.option("--prompts", "num_prompts", type=click.IntRange(1), default=None, help="Prompts N [default: model's].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the numbers as JSON.")
+@debug_option
+def stats(source, model_config, clip_weights, image_size, num_classes, num_prompts, json_out, debug) -> None:
+    """Parameters and FLOPs of one forward of SOURCE (a preset name with random weights, or a model file).
+
+    FLOPs in two conventions: all operations (2 per multiply-add, attention included) and the paper's (mmcv's
+    counter: multiply-accumulates of nn.Linear and nn.Conv2d modules only), beside the paper's figures.
+    """
+    from otseg.build import load_otseg
+    from otseg.engine.stats import PAPER_FIGURES, model_stats
+
+    with reported_errors(debug):
+        is_file = Path(source).is_file()
+        model, _ = load_otseg(
+            source, clip_weights=clip_weights, allow_random_clip=not is_file, paper_config=model_config
+        )
+        numbers = model_stats(model, image_size, num_classes, num_prompts)
+    paper = PAPER_FIGURES.get(model.config.name, {})
+    setting = f"{numbers.image_size}x{numbers.image_size}, K={numbers.num_classes}, N={numbers.num_prompts}"
+    paper_flops = paper.get("gflops") if (numbers.image_size, numbers.num_classes) == (512, 20) else None
+    rows = [
+        ["parameters (M)", numbers.total_params / 1e6, None],
+        ["trainable (M)", numbers.trainable_params / 1e6, None],
+        ["trainable, paper's count (M) [1]", numbers.paper_trainable_params / 1e6, paper.get("trainable_params_m")],
+        ["GFLOPs, all operations", numbers.gflops, None],
+        ["  image encoder", numbers.image_encoder_gflops, None],
+        ["  head", numbers.head_gflops, None],
+        ["GFLOPs, paper's convention [2]", numbers.paper_gflops, paper_flops],
+    ]
+    print_table(f"{source}: one forward at {setting}", ["", "ours", "paper"], rows)
+    console.print(
+        "[1] + each decoder layer's self-attention, which the public model holds but never runs\n"
+        "[2] mmcv's counter: multiply-adds of nn.Linear and nn.Conv2d modules only; all operations: 2 per "
+        "multiply-add, attention included"
+    )
+    if json_out:
+        console.print(f"wrote {write_json(json_out, numbers.as_dict() | {'paper': paper})}")

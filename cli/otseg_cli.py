@@ -1,4 +1,4 @@
-"""``otseg``: train, evaluate, predict, embed class names, run the demo, serve a web page.
+"""``otseg``: train, evaluate, predict, embed class names, model statistics, run the demo, serve a web page.
 
 The group lives here with ``train``; the inference commands are in :mod:`cli.inference_cmds`, the demo in
 :mod:`cli.demo_cmds`, the web page in :mod:`cli.serve_cmds`. Options that have a setting default to ``None`` and
@@ -16,7 +16,7 @@ import click
 
 from cli.common import console, debug_option, deep_merge, parse_overrides, print_table, reported_errors
 from cli.demo_cmds import demo
-from cli.inference_cmds import embed_classes, evaluate_command, predict
+from cli.inference_cmds import embed_classes, evaluate_command, predict, stats
 from cli.serve_cmds import serve
 
 
@@ -102,6 +102,7 @@ def train(ctx, preset, config_path, sets, out_dir, resume, overwrite, list_prese
 main.add_command(evaluate_command)
 main.add_command(predict)
 main.add_command(embed_classes)
+main.add_command(stats)
 main.add_command(demo)
 main.add_command(serve)
 

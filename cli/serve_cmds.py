@@ -49,8 +49,8 @@ def _default_model() -> str:
 )
 @debug_option
 def serve(
-    model_file, paper_checkpoint, model_config, clip_weights, mode, crop, stride, short_side, device, host, port,
-    max_classes, max_upload_mb, max_megapixels, max_side, max_queue, threads, debug,
+    model_file, paper_checkpoint, model_config, clip_weights, inference_flags, device, host, port, max_classes,
+    max_upload_mb, max_megapixels, max_side, max_queue, threads, debug,
 ) -> None:  # fmt: skip
     """Serve a web page that segments an uploaded image with any class names and shows the transport plan.
 
@@ -79,7 +79,7 @@ def serve(
         torch.set_num_threads(threads)
     with reported_errors(debug):
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
-        settings = inference_settings(meta, None, mode=mode, crop=crop, stride=stride, short_side=short_side)
+        settings = inference_settings(meta, None, **inference_flags)
         session = SegmentationSession(model, meta, settings, limits, device=device)
         with tempfile.TemporaryDirectory(prefix="otseg-serve-") as folder:
             examples = synthetic_examples(meta, Path(folder)) + ade_examples()

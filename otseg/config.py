@@ -165,8 +165,9 @@ class ModelConfig:
     ffn_dim: int = spec(2048, "decoder feed-forward width")
     dropout: float = spec(0.1, "decoder dropout")
     sinkhorn: SinkhornOptions = spec(
-        SinkhornOptions(eps=0.05, max_iter=100, tol=1e-6),
-        "Sinkhorn settings of the MPS path and the decoder (otkit.SinkhornOptions: eps, max_iter, tol, grad, ...)",
+        SinkhornOptions(eps=0.05, max_iter=100, tol=1e-6, check_every=1),
+        "Sinkhorn settings of the MPS path and the decoder (otkit.SinkhornOptions: eps, max_iter, tol, grad, ...); "
+        "convergence checked after every iteration, as the public code does, so solves stop as early as tol allows",
     )
     ensemble_weight: float = spec(0.5, "decoder weight in the OTSeg+ ensemble")
     seen_bias: float = spec(0.1, "probability subtracted from seen classes at zero-shot inference")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from otseg.config import settings_from_dict, spec
 from otseg.modeling.segmentor import OTSeg
 
 __all__ = ["InferenceSettings", "OTSegPredictor", "predict_probabilities", "resize_short_side", "slide_windows"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,12 @@ class InferenceSettings:
         mode: ``"slide"`` (crop windows averaged) or ``"whole"`` (one pass on the whole image).
         crop: Window size (512; Context 480).
         stride: Window stride (426; Context 80).
+        precision: ``"fp32"`` (the reference) or ``"bf16"``: the model runs under bfloat16 autocast (Sinkhorn costs,
+            potentials and the final maps stay float32). Faster on GPUs and CPUs with bf16 matrix units (AMX); on
+            CPUs without them it is slower. See the README for its accuracy against fp32.
+        compile: ``torch.compile`` the image encoder, the bulk of the work. :class:`OTSegPredictor` compiles once
+            per window size and reuses the compiled encoder: the first window pays the compilation, and whole-image
+            mode on images of many sizes would compile again and again (leave it off there).
     """
 
     short_side: int | None = spec(512, "test resize of the short side (null: keep the image size)")
@@ -40,6 +49,8 @@ class InferenceSettings:
     mode: str = spec("slide", "'slide' (crop windows averaged) or 'whole' (one pass on the whole image)")
     crop: int = spec(512, "sliding-window size")
     stride: int = spec(426, "sliding-window stride")
+    precision: str = spec("fp32", "'fp32', or 'bf16' (autocast; faster only where bf16 matrix units are)")
+    compile: bool = spec(False, "torch.compile the image encoder (OTSegPredictor; the first window compiles)")
 
     def __post_init__(self) -> None:
         if self.short_side is not None and not 16 <= self.short_side <= self.long_side_max:
@@ -50,6 +61,8 @@ class InferenceSettings:
             raise ValueError(f"mode must be 'slide' or 'whole', got {self.mode!r}.")
         if self.crop < 1 or self.stride < 1 or self.stride > self.crop:
             raise ValueError(f"need 1 <= stride <= crop, got crop={self.crop}, stride={self.stride}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
@@ -85,6 +98,11 @@ def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple
     return windows
 
 
+def _autocast(settings: InferenceSettings, device: torch.device) -> AbstractContextManager:
+    dtype = PRECISIONS[settings.precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 @torch.no_grad()
 def predict_probabilities(
     model: OTSeg,
@@ -93,6 +111,8 @@ def predict_probabilities(
     settings: InferenceSettings | None = None,
     seen: Tensor | None = None,
     output_size: tuple[int, int] | None = None,
+    *,
+    image_encoder: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> Tensor:
     """Per-class probabilities of OTSeg+ for a batch of same-size images, at ``output_size``.
 
@@ -100,27 +120,30 @@ def predict_probabilities(
         model: The segmentor (put in eval mode here).
         images: ``(B, 3, H, W)`` RGB 0-255.
         text: ``(K, N, C)`` class embeddings.
-        settings: Resize and window settings.
+        settings: Resize, window and precision settings (``compile`` is :class:`OTSegPredictor`'s to apply).
         seen: ``(K,)`` bool, classes seen in training (calibration), or ``None``.
         output_size: Size of the returned maps (default: the input's ``(H, W)``).
+        image_encoder: Stands in for ``model.image_encoder`` (its compiled version), see :meth:`OTSeg.infer`.
 
     Returns:
-        ``(B, K, *output_size)`` probabilities (sigmoid, seen classes lowered), averaged over windows.
+        ``(B, K, *output_size)`` float32 probabilities (sigmoid, seen classes lowered), averaged over windows.
     """
     settings = settings or InferenceSettings()
     model.eval()
     out_size = tuple(output_size or images.shape[-2:])
     x = resize_short_side(images.float(), settings.short_side, settings.long_side_max)
     h, w = x.shape[-2:]
-    if settings.mode == "whole":
-        probs = model.probabilities(model(x, text), seen)
-    else:
-        probs = x.new_zeros(x.shape[0], text.shape[0], h, w)
-        count = x.new_zeros(1, 1, h, w)
-        for y0, y1, x0, x1 in slide_windows(h, w, settings.crop, settings.stride):
-            probs[..., y0:y1, x0:x1] += model.probabilities(model(x[..., y0:y1, x0:x1], text), seen)
-            count[..., y0:y1, x0:x1] += 1
-        probs = probs / count
+    windows = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(h, w, settings.crop, settings.stride)
+    with _autocast(settings, x.device):
+        if len(windows) == 1:
+            probs = model.infer(x, text, seen, image_encoder=image_encoder)
+        else:
+            probs = x.new_zeros(x.shape[0], text.shape[0], h, w)
+            count = x.new_zeros(1, 1, h, w)
+            for y0, y1, x0, x1 in windows:
+                probs[..., y0:y1, x0:x1] += model.infer(x[..., y0:y1, x0:x1], text, seen, image_encoder=image_encoder)
+                count[..., y0:y1, x0:x1] += 1
+            probs.div_(count)
     if probs.shape[-2:] != out_size:
         probs = F.interpolate(probs, size=out_size, mode="bilinear", align_corners=False)
     return probs
@@ -144,6 +167,9 @@ def _to_tensor(image: Image.Image | np.ndarray | Tensor) -> Tensor:
 class OTSegPredictor:
     """Segment images against any list of class names, with the class embeddings computed once.
 
+    The one place inference runs (``otseg predict``, ``otseg eval`` and :func:`otseg.engine.evaluate`): its
+    ``settings`` carry the windows, the precision and whether the image encoder is compiled.
+
     Example:
         >>> predictor = OTSegPredictor(model, InferenceSettings(crop=512, stride=426))
         >>> predictor.set_classes(["sky", "tree", "zebra"], seen=["sky", "tree"])
@@ -151,7 +177,7 @@ class OTSegPredictor:
 
     Args:
         model: The segmentor.
-        settings: Resize and window settings.
+        settings: Resize, window and precision settings.
         device: Device to run on (default: the model's).
     """
 
@@ -160,6 +186,8 @@ class OTSegPredictor:
         self.settings = settings or InferenceSettings()
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model.to(self.device)
+        # A compiled wrapper shares the encoder's parameters (read at run time), so it stays valid as they change.
+        self.image_encoder = torch.compile(model.image_encoder, dynamic=False) if self.settings.compile else None
         self.class_names: list[str] | None = None
         self.text: Tensor | None = None
         self.seen: Tensor | None = None
@@ -176,12 +204,37 @@ class OTSegPredictor:
                 raise ValueError(f"seen classes {unknown} are not among the class names.")
             self.seen = torch.tensor([n in set(seen) for n in self.class_names], device=self.device)
 
-    def predict_torch(self, images: Tensor) -> Tensor:
-        """Probabilities ``(B, K, H, W)`` for ``(B, 3, H, W)`` RGB 0-255 tensors of one size."""
+    def predict_torch(self, images: Tensor, output_size: tuple[int, int] | None = None) -> Tensor:
+        """Probabilities ``(B, K, H, W)`` for ``(B, 3, H, W)`` RGB 0-255 tensors of one size (or at ``output_size``)."""
         if self.text is None:
             raise RuntimeError("call set_classes(class_names) before predict.")
-        return predict_probabilities(self.model, images.to(self.device), self.text, self.settings, self.seen)
+        return predict_probabilities(
+            self.model,
+            images.to(self.device),
+            self.text,
+            self.settings,
+            self.seen,
+            output_size,
+            image_encoder=self.image_encoder,
+        )
 
-    def predict(self, images: Sequence[Image.Image | np.ndarray | Tensor]) -> list[np.ndarray]:
-        """Label maps (indices into the class names), one ``(H, W)`` int64 array per image, any sizes."""
-        return [self.predict_torch(_to_tensor(im)[None]).argmax(1)[0].cpu().numpy() for im in images]
+    def predict(self, images: Sequence[Image.Image | np.ndarray | Tensor], batch_size: int = 1) -> list[np.ndarray]:
+        """Label maps (indices into the class names), one ``(H, W)`` int64 array per image, any sizes.
+
+        Consecutive images of one size run ``batch_size`` at a time: for GPUs; on a CPU a batch gains nothing
+        (the README has the measurement).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        tensors = [_to_tensor(im) for im in images]
+        labels: list[np.ndarray] = []
+        start = 0
+        while start < len(tensors):
+            size = tensors[start].shape
+            stop = start + 1
+            while stop < min(start + batch_size, len(tensors)) and tensors[stop].shape == size:
+                stop += 1
+            batch = torch.stack(tensors[start:stop])
+            labels += list(self.predict_torch(batch).argmax(1).cpu().numpy())
+            start = stop
+        return labels

@@ -31,6 +31,16 @@ def test_quick_memory_suite_writes_json(tmp_path):
         assert peaks["grad=implicit"] < peaks["grad=unroll"]
 
 
+def test_quick_inference_bench_writes_json(tmp_path):
+    out = tmp_path / "inference.json"
+    proc = _run("benchmarks/inference_bench.py", "--quick", "--variant", "bf16", "--repeat", "1", "--out", str(out))
+    assert "argmax" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["fp32", "bf16"]  # fp32 is always there: the reference
+    assert rows[0]["ratio"] == 1.0 and rows[0]["extra"]["max_prob_diff"] == 0.0
+    assert 0 < rows[1]["extra"]["max_prob_diff"] < 0.05 and rows[1]["extra"]["argmax_agreement"] > 0.9
+
+
 def test_scripts_run_as_modules():
-    for module in ("benchmarks.sinkhorn_bench", "benchmarks.gpu_sinkhorn_bench"):
+    for module in ("benchmarks.sinkhorn_bench", "benchmarks.gpu_sinkhorn_bench", "benchmarks.inference_bench"):
         assert "usage:" in _run("-m", module, "--help").stdout

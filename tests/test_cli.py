@@ -78,6 +78,33 @@ def test_predict_command_on_real_images(trained, fixtures_dir, tmp_path):
         assert (tmp_path / f"{stem}_overlay.png").is_file()
 
 
+def test_predict_command_batches_a_folder(trained, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = [(40, 56), (40, 56), (40, 56), (48, 48)]
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    args = ["predict", str(folder), "--model", str(trained / "model.safetensors"), "--classes", "a,b,c"]
+    args += ["--mode", "whole", "--short-side", "32", "--batch-size", "2", "--precision", "bf16"]
+    result = CliRunner().invoke(otseg_main, [*args, "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "images/s" in result.output
+    for i, size in enumerate(sizes):
+        assert np.asarray(Image.open(tmp_path / "out" / f"im{i}_labels.png")).shape == size
+
+
+def test_stats_command(trained, tmp_path):
+    result = CliRunner().invoke(otseg_main, ["stats", "otseg-tiny", "--json", str(tmp_path / "stats.json")])
+    assert result.exit_code == 0, result.output
+    assert "paper's convention" in result.output and "all operations" in result.output
+    numbers = json.loads((tmp_path / "stats.json").read_text())
+    assert numbers["image_size"] == 64 and numbers["paper_gflops"] > 0 and numbers["gflops"] > numbers["paper_gflops"]
+    result = CliRunner().invoke(otseg_main, ["stats", str(trained / "model.safetensors"), "--classes", "3"])
+    assert result.exit_code == 0, result.output
+    assert "K=3" in result.output
+
+
 def test_predict_reports_an_unreadable_image(trained, tmp_path):
     bad = tmp_path / "not_an_image.png"
     bad.write_bytes(b"this is not a png")
@@ -117,7 +144,7 @@ def test_bad_options_give_usage_errors_not_tracebacks(args, message):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "embed-classes", "demo", "serve"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "embed-classes", "stats", "demo", "serve"])
 def test_help_of_every_command(command):
     result = CliRunner().invoke(otseg_main, [command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output

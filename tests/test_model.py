@@ -19,6 +19,7 @@ from otseg.checkpoint import (
 from otseg.clip import build_clip, load_clip_weights, save_local_dir
 from otseg.config import get_model_config
 from otseg.modeling.losses import OTSegLoss
+from otseg.modeling.text_encoder import RECENT_CLASS_LISTS
 
 TINY = get_model_config("otseg-tiny")
 
@@ -160,6 +161,22 @@ def test_text_embedding_cache(tmp_path):
         net.text_encoder.text_projection.add_(1.0)  # other weights, another key
     net.text_encoder.encode_classes(["cat", "dog"])
     assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_recent_class_lists_are_kept_in_memory(monkeypatch):
+    encoder = tiny().text_encoder
+    calls = []
+    encode = encoder._encode
+    monkeypatch.setattr(encoder, "_encode", lambda names, size: calls.append(names) or encode(names, size))
+    first = encoder.encode_classes(["cat", "dog"])
+    assert encoder.encode_classes(["cat", "dog"]) is first and len(calls) == 1  # no disk cache, no new encoding
+    for i in range(RECENT_CLASS_LISTS):
+        encoder.encode_classes([f"class {i}"])
+    encoder.encode_classes(["cat", "dog"])  # pushed out by the newer lists: encoded again
+    assert len(calls) == RECENT_CLASS_LISTS + 2
+    with torch.no_grad():
+        encoder.ln_final.bias.add_(0.5)  # other weights: a miss
+    assert not torch.equal(encoder.encode_classes(["cat", "dog"]), first)
 
 
 # --- weights ---------------------------------------------------------------------------------------------------

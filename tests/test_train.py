@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from otseg.build import load_otseg
 from otseg.engine import TrainConfig, TrainingDiverged, lr_at, train
 from otseg.engine import run_dir as run_dir_module
 from otseg.engine import trainer as train_module
+from otseg.engine.optim import build_optimizer
 from otseg.engine.sampling import UNSEEN_MARK, pseudo_label
 from otseg.predictor import InferenceSettings
+from otseg.presets import list_presets, load_preset
 from otseg.utils.io import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +205,22 @@ def test_final_model_file_is_loadable(tmp_path):
     summary = train(tiny_config(tmp_path / "m", iters=1))
     state = read_state_dict(summary["model"])
     assert "head.descriptor.q_proj.weight" in state
+
+
+def test_weight_decay_reaches_norms_by_default_as_in_the_public_run():
+    model, _ = load_otseg("otseg-tiny", allow_random_clip=True)
+    trainable = {id(p) for p in model.trainable_parameters()}
+    layer_norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    norms = {id(p) for m in layer_norms for p in m.parameters()} & trainable
+    assert norms  # the prompt norm and the decoder norms are trained
+
+    def groups(optimizer):
+        return {g["weight_decay"]: {id(p) for p in g["params"]} for g in optimizer.param_groups if g["params"]}
+
+    public = groups(build_optimizer(model, lr=2e-4, weight_decay=0.01))
+    assert public == {0.01: trainable}  # one group, every trainable parameter, LayerNorms included
+    intended = groups(build_optimizer(model, lr=2e-4, weight_decay=0.01, norm_decay=False))
+    assert intended == {0.01: trainable - norms, 0.0: norms}  # exactly the LayerNorm weights and biases exempt
+    assert TrainConfig().norm_decay
+    for name in list_presets("train"):  # the presets keep the default
+        assert "norm_decay" not in load_preset("train", name), name

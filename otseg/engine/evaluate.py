@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from otseg.data.classes import ZeroShotSplit
 from otseg.engine.metrics import ConfusionMatrix, SegmentationMetrics
 from otseg.modeling.segmentor import OTSeg
-from otseg.predictor import InferenceSettings, predict_probabilities
+from otseg.predictor import InferenceSettings, OTSegPredictor
 from otseg.utils.progress import progress_bar
 
 __all__ = ["evaluate"]
@@ -37,7 +37,7 @@ def evaluate(
         dataset: Items ``{"image": uint8 (3, H, W), "label": int64 (H, W)}`` with labels indexing the split's
             classes (255 ignored).
         split: Class names and the seen/unseen partition.
-        settings: Test resize and sliding-window settings (default: the paper's VOC/COCO ones).
+        settings: Test resize, sliding-window and precision settings (default: the paper's VOC/COCO ones).
         calibrate_seen: Lower the seen classes' probabilities by the model's ``seen_bias`` (the inductive
             zero-shot protocol); off for transductive and fully supervised models.
         max_images: Evaluate only the first images (quick checks).
@@ -47,10 +47,8 @@ def evaluate(
     Returns:
         The :class:`~otseg.engine.metrics.SegmentationMetrics` (mIoU, mIoU(S), mIoU(U), hIoU, ...).
     """
-    settings = settings or InferenceSettings()
-    model.eval().to(device)
-    text = model.class_embeddings(split.class_names).to(device)
-    seen = (~split.unseen_mask()).to(device) if (calibrate_seen and split.unseen) else None
+    predictor = OTSegPredictor(model, settings, device=str(device))
+    predictor.set_classes(split.class_names, seen=split.seen_names if (calibrate_seen and split.unseen) else None)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     matrix = ConfusionMatrix(split.num_classes, device=device)
@@ -58,9 +56,7 @@ def evaluate(
     for i in progress_bar(indices, "evaluating", enabled=show_progress and rank == 0):
         item = dataset[i]
         label = item["label"].to(device)
-        probs = predict_probabilities(
-            model, item["image"][None].to(device), text, settings, seen, output_size=tuple(label.shape)
-        )
+        probs = predictor.predict_torch(item["image"][None], output_size=tuple(label.shape))
         matrix.update(probs.argmax(1)[0], label)
     matrix.all_reduce()
     return matrix.compute(split)

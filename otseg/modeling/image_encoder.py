@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from otkit.multi_prompt import unit_vectors
 
-__all__ = ["PromptedVisionTransformer", "resize_positional_embedding"]
+__all__ = ["PromptedVisionTransformer", "check_block", "prompted_block", "resize_positional_embedding"]
 
 
 def resize_positional_embedding(pos: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -28,6 +28,61 @@ def resize_positional_embedding(pos: Tensor, grid: tuple[int, int]) -> Tensor:
     image = patches.reshape(1, side, side, -1).permute(0, 3, 1, 2)
     image = F.interpolate(image.float(), size=grid, mode="bilinear", align_corners=False).to(pos.dtype)
     return torch.cat([cls, image.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)])
+
+
+def check_block(block: nn.Module) -> None:
+    """Refuse a transformer block that :func:`prompted_block` cannot run (it reads the block's modules directly)."""
+    attn = getattr(block, "attn", None)
+    usable = (
+        isinstance(attn, nn.MultiheadAttention)
+        and attn.in_proj_weight is not None
+        and attn.in_proj_bias is not None
+        and attn.batch_first
+        and all(hasattr(block, name) for name in ("ln_1", "ln_2", "mlp", "ls_1", "ls_2"))
+        and not hasattr(block, "ln_1_kv")
+    )
+    if not usable:
+        raise ValueError(
+            f"{type(block).__name__} is not an open_clip ResidualAttentionBlock with a batch-first "
+            "nn.MultiheadAttention (packed in-projection) self-attention; use a standard CLIP ViT tower."
+        )
+
+
+def prompted_block(block: nn.Module, x: Tensor, prompts: Tensor, prompt_outputs: bool) -> tuple[Tensor, Tensor]:
+    """One open_clip ``ResidualAttentionBlock`` over the tokens ``[x_0, prompts, x_1..]``, fused attention.
+
+    Computes what ``block(torch.cat([x[:, :1], prompts, x[:, 1:]], 1))`` computes, with the block's own modules and
+    parameters, but attention runs as one fused ``scaled_dot_product_attention``, and without ``prompt_outputs``
+    the prompt tokens serve only as keys and values: their own outputs (replaced by the next block's prompts, or
+    unused after the last block) are not computed.
+
+    Args:
+        block: An open_clip ``ResidualAttentionBlock`` (checked by :func:`check_block`).
+        x: ``(B, 1 + M, W)`` class (or first) token and patch tokens.
+        prompts: ``(B, T, W)`` prompt tokens.
+        prompt_outputs: Also compute the prompt tokens' outputs.
+
+    Returns:
+        ``(B, 1 + M, W)`` outputs of ``x``'s tokens, and the prompts' ``(B, T, W)`` outputs (the input prompts
+        when not ``prompt_outputs``).
+    """
+    attn = block.attn
+    t, heads = prompts.shape[1], attn.num_heads
+    tokens = torch.cat([prompts, x], dim=1)  # (B, T + 1 + M, W): attention does not depend on the key order
+    first = 0 if prompt_outputs else t  # the first token whose output is computed
+    y = block.ln_1(tokens)
+    width = y.shape[-1]
+    q = F.linear(y[:, first:], attn.in_proj_weight[:width], attn.in_proj_bias[:width])
+    kv = F.linear(y, attn.in_proj_weight[width:], attn.in_proj_bias[width:])  # (B, L, 2W)
+    k, v = kv.unflatten(-1, (2, heads, -1)).permute(2, 0, 3, 1, 4)  # (B, heads, L, W / heads) each
+    q = q.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, heads, L_q, W / heads)
+    drop = attn.dropout if block.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop).transpose(1, 2).flatten(2)  # (B, L_q, W)
+    out = tokens[:, first:] + block.ls_1(attn.out_proj(out))
+    out = out + block.ls_2(block.mlp(block.ln_2(out)))
+    if prompt_outputs:
+        return out[:, t:], out[:, :t]
+    return out, prompts
 
 
 class PromptedVisionTransformer(nn.Module):
@@ -78,6 +133,8 @@ class PromptedVisionTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(resize_positional_embedding(visual.positional_embedding.data, grid))
         self.ln_pre = visual.ln_pre
         self.transformer = visual.transformer
+        for block in self.transformer.resblocks:
+            check_block(block)
         self.ln_post = visual.ln_post
         self.proj = visual.proj
         self.num_tokens = num_tokens
@@ -132,17 +189,16 @@ class PromptedVisionTransformer(nn.Module):
         cls = self.class_embedding.to(x.dtype) + pos[0]
         if self.double_class_embedding:
             cls = cls + self.class_embedding.to(x.dtype)
-        x = torch.cat([cls.expand(batch, 1, width), x + pos[1:]], dim=1)
-        x = self.ln_pre(x)
-        t = self.num_tokens
-        x = torch.cat([x[:, :1], self._prompts(self.prompt_embeddings, batch).to(x.dtype), x[:, 1:]], dim=1)
-        for i, block in enumerate(self.transformer.resblocks):
+        x = self.ln_pre(torch.cat([cls.expand(batch, 1, width), x + pos[1:]], dim=1))  # (B, 1 + h*w, W)
+        prompts = self._prompts(self.prompt_embeddings, batch).to(x.dtype)  # (B, T, W)
+        blocks = self.transformer.resblocks
+        for i, block in enumerate(blocks):
             if 1 <= i <= self.deep_layers:
-                deep = self._prompts(self.deep_prompt_embeddings[i - 1 : i], batch).to(x.dtype)
-                x = torch.cat([x[:, :1], deep, x[:, 1 + t :]], dim=1)
-            x = block(x)
-        x = self.ln_post(self.prompt_norm(x)) @ self.proj  # (B, 1 + T + h*w, C)
-        patches = x[:, 1 + t :]  # (B, h*w, C)
+                prompts = self._prompts(self.deep_prompt_embeddings[i - 1 : i], batch).to(x.dtype)
+            # The prompt tokens' outputs are read only by a next block that gets no fresh prompts.
+            x, prompts = prompted_block(block, x, prompts, self.deep_layers <= i < len(blocks) - 1)
+        x = self.ln_post(self.prompt_norm(x)) @ self.proj  # (B, 1 + h*w, C)
+        patches = x[:, 1:]  # (B, h*w, C)
         global_embedding = unit_vectors(x[:, 0] if self.pool_type == "tok" else patches.mean(1))
         dense = patches.transpose(1, 2).reshape(batch, -1, h, w)
         return unit_vectors(dense, dim=1), global_embedding

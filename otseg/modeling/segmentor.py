@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from otseg.config import ModelConfig
-from otseg.modeling.head import OTSegHead
+from otseg.modeling.head import HeadOutput, OTSegHead
 from otseg.modeling.image_encoder import PromptedVisionTransformer
 from otseg.modeling.text_encoder import LearnableContext, TextEncoder
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OTSeg", "PromptTransport"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OTSeg", "PromptTransport", "upsample"]
 
+ImageEncoderFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
@@ -34,6 +34,35 @@ class PromptTransport(NamedTuple):
     score: Tensor
     similarity: Tensor
     grid: tuple[int, int]
+
+
+def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
+    """``(n_out, n_in)`` float64 weights of 1-D linear interpolation, ``align_corners=False`` (``F.interpolate``'s)."""
+    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    low = src.floor().long().clamp_max(n_in - 1)
+    frac = src - low
+    rows = torch.arange(n_out, device=device)
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64, device=device)
+    weights.index_put_((rows, low), 1 - frac, accumulate=True)
+    weights.index_put_((rows, (low + 1).clamp_max(n_in - 1)), frac, accumulate=True)
+    return weights
+
+
+def upsample(maps: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Bilinear resize of patch-grid maps ``(B, K, h, w)`` to ``size`` (``align_corners=False``, the paper's).
+
+    Equals ``F.interpolate(maps, size, mode="bilinear", align_corners=False)`` to float rounding, computed as two
+    small matrix products ``R_h @ maps @ R_w^T`` (``h + h*w/H`` multiply-adds per output): for a 32x32 grid to
+    512x512 about twice as fast as ``F.interpolate`` on the CPU. In float32 at least, outside autocast.
+    """
+    height, width = size
+    if tuple(maps.shape[-2:]) == (height, width):
+        return maps
+    dtype = torch.promote_types(maps.dtype, torch.float32)
+    with torch.autocast(maps.device.type, enabled=False):
+        rows = _interpolation_matrix(maps.shape[-2], height, maps.device).to(dtype)
+        cols = _interpolation_matrix(maps.shape[-1], width, maps.device).to(dtype)
+        return rows @ (maps.to(dtype) @ cols.T)  # (H, h) @ (B, K, h, W) -> (B, K, H, W)
 
 
 class OTSeg(nn.Module):
@@ -98,7 +127,9 @@ class OTSeg(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}.")
         return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
 
-    def _encode(self, images: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _encode(
+        self, images: Tensor, text: Tensor, image_encoder: ImageEncoderFn | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Check the class embeddings and encode the images: ``(dense, global_embedding, text)`` for the head."""
         if text.dim() != 3:
             raise ValueError(f"text must be class embeddings (K, N, C), got shape {tuple(text.shape)}.")
@@ -107,8 +138,13 @@ class OTSeg(nn.Module):
                 f"class embeddings have width {text.shape[-1]}, the image encoder {self.image_encoder.output_dim}; "
                 "compute them with this model's text encoder (class_embeddings) or the same CLIP."
             )
-        dense, global_embedding = self.image_encoder(self.normalize(images))
+        encoder = self.image_encoder if image_encoder is None else image_encoder
+        dense, global_embedding = encoder(self.normalize(images))
         return dense, global_embedding, text.to(dense.device)
+
+    def _head_maps(self, images: Tensor, text: Tensor, image_encoder: ImageEncoderFn | None = None) -> HeadOutput:
+        """Check the inputs, encode the images and run the head: logit maps on the patch grid ``(B, K, h, w)``."""
+        return self.head(*self._encode(images, text, image_encoder))
 
     def forward(self, images: Tensor, text: Tensor) -> dict[str, Tensor]:
         """Logit maps at the input resolution.
@@ -120,12 +156,9 @@ class OTSeg(nn.Module):
         Returns:
             ``{"decoder": (B, K, H, W), "score": (B, K, H, W)}`` logits, bilinearly upsampled from the patch grid.
         """
-        out = self.head(*self._encode(images, text))
+        out = self._head_maps(images, text)
         size = images.shape[-2:]
-        return {
-            "decoder": F.interpolate(out.decoder, size=size, mode="bilinear", align_corners=False),
-            "score": F.interpolate(out.score, size=size, mode="bilinear", align_corners=False),
-        }
+        return {"decoder": upsample(out.decoder, size), "score": upsample(out.score, size)}
 
     def transport(self, images: Tensor, text: Tensor) -> PromptTransport:
         """The multi-prompt transport of the MPS path: which pixels each prompt of each class takes.
@@ -148,10 +181,39 @@ class OTSeg(nn.Module):
         score = mps.score.reshape(*mps.score.shape[:2], *grid)
         return PromptTransport(plan=mps.plan, score=score, similarity=mps.similarity, grid=grid)
 
+    @torch.no_grad()
+    def infer(
+        self, images: Tensor, text: Tensor, seen: Tensor | None = None, *, image_encoder: ImageEncoderFn | None = None
+    ) -> Tensor:
+        """OTSeg+ probabilities at the input resolution: ``probabilities(forward(images, text), seen)``, faster.
+
+        Bilinear upsampling is linear, so the ensemble is mixed on the patch grid and upsampled once, and the
+        sigmoid and calibration run in place; the result equals the two-step path up to float rounding (~1e-7).
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB in 0-255.
+            text: ``(K, N, C)`` class-prompt embeddings.
+            seen: ``(K,)`` bool, classes seen in training (see :meth:`probabilities`).
+            image_encoder: Stands in for ``self.image_encoder``: the same module compiled (``torch.compile``).
+
+        Returns:
+            ``(B, K, H, W)`` float32 probabilities.
+        """
+        out = self._head_maps(images, text, image_encoder)
+        w = self.ensemble_weight
+        mixed = torch.lerp(out.score.float(), out.decoder.float(), w)  # w * decoder + (1 - w) * score
+        return self._calibrate(upsample(mixed, images.shape[-2:]).sigmoid_(), seen)
+
     def ensemble(self, outputs: dict[str, Tensor]) -> Tensor:
         """OTSeg+ logits ``w * decoder + (1 - w) * score``, ``(B, K, H, W)``."""
-        w = self.ensemble_weight
-        return w * outputs["decoder"] + (1 - w) * outputs["score"]
+        return torch.lerp(outputs["score"], outputs["decoder"], self.ensemble_weight)
+
+    def _calibrate(self, prob: Tensor, seen: Tensor | None) -> Tensor:
+        """Lower the seen classes of ``prob (B, K, H, W)`` by ``seen_bias`` (in place unless it needs gradients)."""
+        if seen is None or not self.seen_bias or bool(seen.all()):
+            return prob
+        shift = self.seen_bias * seen.to(prob.dtype).view(1, -1, 1, 1)
+        return prob - shift if prob.requires_grad else prob.sub_(shift)
 
     def probabilities(self, outputs: dict[str, Tensor], seen: Tensor | None = None) -> Tensor:
         """Per-class sigmoid probabilities of the ensemble, seen classes lowered by ``seen_bias``.
@@ -164,10 +226,7 @@ class OTSeg(nn.Module):
         Returns:
             ``(B, K, H, W)``.
         """
-        prob = torch.sigmoid(self.ensemble(outputs))
-        if seen is not None and self.seen_bias and not bool(seen.all()):
-            prob = prob - self.seen_bias * seen.to(prob.dtype).view(1, -1, 1, 1)
-        return prob
+        return self._calibrate(self.ensemble(outputs).sigmoid_(), seen)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters with ``requires_grad`` (prompts and head, unless the backbone is fine-tuned)."""

@@ -1,14 +1,15 @@
 """Frozen CLIP text encoder: class names x prompt templates -> class embeddings ``(K, N, C)``.
 
 Embeddings of a class list are constants of the weights, the class names and the templates, so they are cached
-on disk under a key made of all three. Optionally, learnable context vectors (CoOp) replace the hand-written
-templates.
+under a key made of all three: in memory (the last few class lists) and, optionally, on disk. Optionally,
+learnable context vectors (CoOp) replace the hand-written templates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from torch import Tensor, nn
 from otseg.data.classes import check_class_names
 from otseg.utils.io import atomic_write
 
-__all__ = ["TEMPLATES", "LearnableContext", "TextEncoder", "templates_for"]
+__all__ = ["RECENT_CLASS_LISTS", "TEMPLATES", "LearnableContext", "TextEncoder", "templates_for"]
+
+RECENT_CLASS_LISTS = 8  # class lists whose embeddings a text encoder keeps in memory
 
 # OTSeg's hand-written prompts: the first six for PASCAL VOC, all eight for PASCAL Context and COCO-Stuff.
 TEMPLATES = (
@@ -76,7 +79,7 @@ def _tokenize_classes(
 
 
 class TextEncoder(nn.Module):
-    """The text tower of an open_clip CLIP, frozen, with the paper's prompt templates and a disk cache.
+    """The text tower of an open_clip CLIP, frozen, with the paper's prompt templates and an embedding cache.
 
     Args:
         clip: An open_clip ``CLIP``; its text modules are taken over (token and positional embeddings,
@@ -107,6 +110,7 @@ class TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.templates = tuple(templates)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._recent: OrderedDict[str, Tensor] = OrderedDict()  # cache key -> (K, N, C), most recent last
         self.requires_grad_(False)
 
     @property
@@ -133,28 +137,40 @@ class TextEncoder(nn.Module):
             digest.update(t.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def _cache_path(self, names: list[str]) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        key = hashlib.sha256("\n".join([self.fingerprint(), *self.templates, "--", *names]).encode()).hexdigest()
-        return self.cache_dir / f"text-{key[:24]}.safetensors"
+    def _cache_key(self, names: list[str]) -> str:
+        return hashlib.sha256("\n".join([self.fingerprint(), *self.templates, "--", *names]).encode()).hexdigest()
 
     @torch.no_grad()
     def encode_classes(self, class_names: Sequence[str], batch_size: int = 256) -> Tensor:
-        """Embeddings of every (class, template) pair, L2-normalised, not averaged: ``(K, N, C)`` float32."""
+        """Embeddings of every (class, template) pair, L2-normalised, not averaged: ``(K, N, C)`` float32.
+
+        The last :data:`RECENT_CLASS_LISTS` class lists are kept in memory, and with a ``cache_dir`` every list is
+        kept on disk; the key covers the weights' fingerprint, so changed weights are encoded afresh.
+        """
         names = list(check_class_names(class_names))
-        path = self._cache_path(names)
+        key = self._cache_key(names)
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            return self._recent[key]
+        path = None if self.cache_dir is None else self.cache_dir / f"text-{key[:24]}.safetensors"
         if path is not None and path.is_file():
-            return load_file(str(path))["embeddings"]
+            emb = load_file(str(path))["embeddings"]
+        else:
+            emb = self._encode(names, batch_size)
+            if path is not None:  # processes may race on a cold cache: each publishes a whole file
+                atomic_write(path, lambda tmp: save_file({"embeddings": emb.contiguous()}, str(tmp)))
+        self._recent[key] = emb
+        while len(self._recent) > RECENT_CLASS_LISTS:
+            self._recent.popitem(last=False)
+        return emb
+
+    def _encode(self, names: list[str], batch_size: int) -> Tensor:
         tokens = _tokenize_classes(self.tokenizer, names, self.templates)
         device = self.token_embedding.weight.device
         chunks = [
             self.encode_tokens(tokens[i : i + batch_size].to(device)).float() for i in range(0, len(tokens), batch_size)
         ]
-        emb = F.normalize(torch.cat(chunks), dim=-1).reshape(len(names), len(self.templates), -1).cpu()
-        if path is not None:  # processes may race on a cold cache: each publishes a whole file
-            atomic_write(path, lambda tmp: save_file({"embeddings": emb.contiguous()}, str(tmp)))
-        return emb
+        return F.normalize(torch.cat(chunks), dim=-1).reshape(len(names), len(self.templates), -1).cpu()
 
 
 class LearnableContext(nn.Module):
