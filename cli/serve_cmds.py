@@ -12,6 +12,7 @@ from cli.inference_cmds import inference_settings, load_for_inference, model_opt
 
 DEMO_MODEL = Path("runs") / "demo" / "otseg" / "model.safetensors"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_SIDE_HELP = "Longer images are resized to this side before segmentation."
 
 
 def _default_model() -> str:
@@ -33,13 +34,7 @@ def _default_model() -> str:
 @click.option(
     "--max-megapixels", type=click.FloatRange(0.01), default=40.0, show_default=True, help="Largest image accepted."
 )
-@click.option(
-    "--max-side",
-    type=click.IntRange(16),
-    default=1024,
-    show_default=True,
-    help="Longer images are resized to this side before segmentation.",
-)
+@click.option("--max-side", type=click.IntRange(16), default=1024, show_default=True, help=MAX_SIDE_HELP)
 @click.option("--max-queue", type=click.IntRange(1), default=16, show_default=True, help="Requests that may wait.")
 @click.option(
     "--threads",

@@ -47,12 +47,7 @@ class OTSegHead(nn.Module):
         self.sinkhorn = sinkhorn
 
     def forward(self, dense: Tensor, global_embedding: Tensor, text: Tensor) -> HeadOutput:
-        """Segment against the given classes.
-
-        Args:
-            dense: ``(B, C, h, w)`` pixel embeddings (L2-normalised).
-            global_embedding: ``(B, C)`` image embedding (L2-normalised).
-            text: ``(K, N, C)`` class-prompt embeddings (L2-normalised).
+        """Segment against the given classes (inputs as in :meth:`transport`).
 
         Returns:
             :class:`HeadOutput` with maps ``(B, K, h, w)``.
