@@ -1,9 +1,11 @@
-"""The CPU demo: tiny CLIP pre-training beats chance on unseen names, its weights load, the demo runs."""
+"""The CPU demo: tiny CLIP pre-training beats chance on unseen names (images and patches), its weights load, the
+demo and its calibration run, and ``otseg eval`` on the demo's model file reproduces the demo's numbers."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -11,12 +13,13 @@ from cli.otseg_cli import main as otseg_main
 from otseg.build import build_otseg
 from otseg.clip import WordTokenizer, build_clip, save_local_dir
 from otseg.data.synthetic import SyntheticWorld, diagonal_split
-from otseg.demo import COLOURS, PATTERNS, PretrainConfig, demo_model_config, pretrain_clip, zero_shot_accuracy
+from otseg.demo import demo_model_config, demo_world_options
+from otseg.demo.clip_pretrain import PretrainConfig, patch_zero_shot_accuracy, pretrain_clip, zero_shot_accuracy
 from otseg.modeling.text_encoder import templates_for
 
 
 def _world():
-    return SyntheticWorld(COLOURS, image_size=64, seed=0, patterns=PATTERNS)
+    return SyntheticWorld(**demo_world_options())
 
 
 def test_reduced_pretraining_beats_chance_on_unseen_names():
@@ -34,6 +37,18 @@ def test_reduced_pretraining_beats_chance_on_unseen_names():
     chance = 1 / len(split.unseen)
     accuracy = zero_shot_accuracy(clip, tokenizer, world, split.unseen, split.unseen, templates, num_images=200)
     assert accuracy > chance + 0.2, accuracy
+    # token pooling aligns single patches with the text: what OTSeg's score map and decoder compare
+    patches = patch_zero_shot_accuracy(
+        clip, tokenizer, world, split.unseen, split.unseen, templates, num_images=50, require=split.unseen
+    )
+    assert patches > chance + 0.2, patches
+
+
+def test_pretraining_config_is_checked():
+    with pytest.raises(ValueError, match="pooling"):
+        PretrainConfig(pooling="max")
+    with pytest.raises(ValueError, match="min_objects"):
+        PretrainConfig(min_objects=3, max_objects=2)
 
 
 def test_tiny_clip_round_trips_through_the_weight_loader(tmp_path):
@@ -58,3 +73,28 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert {"miou_seen", "miou_unseen", "hiou"} <= set(numbers)
     assert (tmp_path / "prediction.png").is_file()
     assert all((tmp_path / sub / "training_curves.png").is_file() for sub in ("otseg", "otseg-random-clip"))
+    assert report["calibration"]["seen_bias"] >= 0
+    assert 0 <= report["picture_object_pixels_right"] <= 1
+    per_class = report["per_class"]["pre-trained tiny CLIP"]
+    assert [c["name"] for c in per_class if c["unseen"]] == ["red solid", "green striped", "blue dotted",
+                                                             "yellow checkered"]  # fmt: skip
+    assert "IoU per class" in result.output
+
+    # the model file records its CLIP weights, world and inference settings: eval needs no other option
+    scored = tmp_path / "eval.json"
+    model = tmp_path / "otseg" / "model.safetensors"
+    result = CliRunner().invoke(
+        otseg_main, ["eval", "--model", str(model), "--dataset", "synthetic", "--json", str(scored)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(scored.read_text())
+    for key in ("miou_seen", "miou_unseen", "hiou"):
+        assert metrics[key] == pytest.approx(report["results"]["pre-trained tiny CLIP"][key], abs=1e-6)
+
+
+def test_quick_calibration_runs(tmp_path):
+    result = CliRunner().invoke(otseg_main, ["demo", "--quick", "--calibrate", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    assert len(report["pseudo_unseen"]) == 4
+    assert str(report["seen_bias"]) in report["sweep"]

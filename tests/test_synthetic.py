@@ -99,6 +99,25 @@ def test_default_split_is_one_diagonal(world):
                                   "orange ring")  # fmt: skip
 
 
+def test_objects_placed_apart_never_touch_and_the_required_one_is_shown():
+    from scipy.ndimage import binary_dilation
+    from scipy.ndimage import label as connected
+
+    world = SyntheticWorld(min_objects=3, max_objects=3, seed=2, object_gap=3)
+    split = diagonal_split(world)
+    counts = []
+    for i in range(100):
+        s = world.render(i, require=split.unseen, stream=1)
+        assert set(s.classes) & set(split.unseen), s.caption
+        objects = connected(binary_dilation(s.label != 255, iterations=1))[1]  # touching objects would merge
+        counts.append(len(s.classes))
+        assert objects >= len(s.classes)
+        assert np.array_equal(s.image, world.render(i, require=split.unseen, stream=1).image)
+    assert np.mean(counts) > 2.5  # room is found for almost every object
+    with pytest.raises(ValueError, match="object_gap"):
+        SyntheticWorld(object_gap=-1)
+
+
 def test_diagonal_split_refuses_to_orphan_an_attribute():
     world = SyntheticWorld(["red", "green"], ["circle", "square", "star"])
     with pytest.raises(ValueError, match="in no seen class"):

@@ -3,11 +3,12 @@
 Classes are compositions ``colour x shape`` (``"red circle"``, ``"blue star"``, ...), index
 ``colour_index * num_shapes + shape_index``; or, with ``patterns``, ``colour x pattern`` (``"red striped"``,
 ``"blue dotted"``, ...) drawn in random shapes: a pattern is visible inside every 8x8 patch, a shape only across
-patches, so pattern worlds suit small backbones. An image holds a few flat-coloured objects, drawn in order (later
-objects cover earlier ones, and the mask is exactly what is visible), on a textured grey background (noise,
-stripes or a gradient with a faint tint). Background pixels are labelled 255 (ignored), like VOC's background
-under ``reduce_zero_label``. Background pixels never take an object colour: the background's channel spread is
-at most 50 while every object colour has a spread of at least 100.
+patches, so pattern worlds suit small backbones. An image holds a few flat-coloured objects, drawn in order
+(later objects cover earlier ones, and the mask is exactly what is visible; with ``object_gap`` they are placed
+apart instead), on a textured grey background (noise, stripes or a gradient with a faint tint). Background pixels
+are labelled 255 (ignored), like VOC's background under ``reduce_zero_label``. Background pixels never take an
+object colour: the background's channel spread is at most 50 while every object colour has a spread of at least
+100.
 
 Every image is a pure function of ``(world seed, stream, index)``, so datasets
 (:mod:`otseg.data.synthetic_dataset`) are deterministic per index and need no storage. Zero-shot splits
@@ -58,6 +59,8 @@ _BACKGROUND_TINT = 25  # largest per-channel tint of the background (spread <= 2
 
 ShapeFn = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 PatternFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_PLACEMENT_TRIES = 30  # random places tried for an object that must keep object_gap from the others
+_BOUND = 0.8 * 2**0.5  # radius of the circle holding every shape, in units of r (the square's corners)
 _PATTERN_SHADE = 0.55  # dark parts of a pattern: 0.55 x the colour, so the channel spread stays above 50
 
 
@@ -146,6 +149,10 @@ class SyntheticWorld:
         max_objects: Most objects drawn per image.
         seed: Seed of the world; images depend on ``(seed, stream, index)`` only.
         patterns: Pattern names from :data:`PATTERNS`; when given, classes are ``colour x pattern``.
+        object_gap: ``None`` (default): objects are placed independently and may cover each other. A number of
+            pixels: objects are placed apart, the circles holding their shapes at least this far from each other (an
+            object that finds no free place in a few tries is left out, so an image can show fewer than
+            ``min_objects``; a required object is placed first and always shown).
 
     Attributes:
         attributes: The second class attribute: the shapes, or the patterns.
@@ -162,6 +169,7 @@ class SyntheticWorld:
         max_objects: int = 3,
         seed: int = 0,
         patterns: Sequence[str] | None = None,
+        object_gap: float | None = None,
     ) -> None:
         if isinstance(colours, Mapping):
             palette = {str(k): tuple(int(c) for c in v) for k, v in colours.items()}
@@ -194,6 +202,8 @@ class SyntheticWorld:
             raise ValueError(f"image_size must be >= 16 pixels, got {image_size}.")
         if not 1 <= min_objects <= max_objects:
             raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects} and {max_objects}.")
+        if object_gap is not None and object_gap < 0:
+            raise ValueError(f"object_gap must be None (objects may overlap) or >= 0 pixels, got {object_gap}.")
         self.colours = tuple(palette)
         self.palette = palette
         self.shapes = shapes
@@ -203,6 +213,7 @@ class SyntheticWorld:
         self.min_objects = int(min_objects)
         self.max_objects = int(max_objects)
         self.seed = int(seed)
+        self.object_gap = None if object_gap is None else float(object_gap)
         self.class_names = tuple(f"{c} {a}" for c in self.colours for a in self.attributes)
         self._rgb = np.array([palette[self.colour_of(k)] for k in range(self.num_classes)], dtype=np.uint8)
         yy, xx = np.mgrid[0 : self.image_size, 0 : self.image_size]
@@ -216,7 +227,9 @@ class SyntheticWorld:
         return (
             f"SyntheticWorld({len(self.colours)} colours x {len(self.attributes)} "
             f"{'shapes' if self.patterns is None else 'patterns'}, image_size={self.image_size}, "
-            f"objects {self.min_objects}..{self.max_objects}, seed={self.seed})"
+            f"objects {self.min_objects}..{self.max_objects}"
+            + ("" if self.object_gap is None else f" apart by {self.object_gap:g}px")
+            + f", seed={self.seed})"
         )
 
     @property
@@ -278,11 +291,19 @@ class SyntheticWorld:
         tint = rng.uniform(-_BACKGROUND_TINT, _BACKGROUND_TINT, size=3).astype(np.float32)
         return (base + amp * lum)[:, :, None] + tint
 
-    def _object_mask(self, rng: np.random.Generator, k: int) -> np.ndarray:
-        """Boolean ``(H, W)`` mask of one object of class ``k`` at a random place and size."""
+    def _object_place(self, rng: np.random.Generator) -> tuple[float, float, float]:
+        """A random centre and radius ``(cy, cx, r)`` in pixels."""
         s = self.image_size
         r = rng.uniform(0.12, 0.26) * s
         cy, cx = rng.uniform(0.5 * r, s - 0.5 * r, size=2)
+        return float(cy), float(cx), float(r)
+
+    def _object_mask(
+        self, rng: np.random.Generator, k: int, place: tuple[float, float, float] | None = None
+    ) -> np.ndarray:
+        """Boolean ``(H, W)`` mask of one object of class ``k`` at ``place`` (default: a random place and size)."""
+        s = self.image_size
+        cy, cx, r = self._object_place(rng) if place is None else place
         y0, y1 = max(0, int(cy - r) - 1), min(s, int(cy + r) + 2)
         x0, x1 = max(0, int(cx - r) - 1), min(s, int(cx + r) + 2)
         dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
@@ -291,6 +312,19 @@ class SyntheticWorld:
         shape = self.shape_of(k) if self.patterns is None else self.shapes[int(rng.integers(len(self.shapes)))]
         mask[y0:y1, x0:x1] = SHAPES[shape](dx, dy, r)
         return mask
+
+    def _separated_masks(self, rng: np.random.Generator, objects: np.ndarray, first: int) -> list[np.ndarray | None]:
+        """Masks of objects placed apart (``object_gap``), object ``first`` placed first; ``None``: no room."""
+        placed: list[tuple[float, float, float]] = []
+        masks: list[np.ndarray | None] = [None] * len(objects)
+        for j in [first, *(i for i in range(len(objects)) if i != first)]:
+            for _ in range(_PLACEMENT_TRIES):
+                cy, cx, r = self._object_place(rng)
+                if all(np.hypot(cy - y, cx - x) >= _BOUND * (r + q) + self.object_gap for y, x, q in placed):
+                    placed.append((cy, cx, r))
+                    masks[j] = self._object_mask(rng, int(objects[j]), (cy, cx, r))
+                    break
+        return masks
 
     def render(
         self,
@@ -325,9 +359,13 @@ class SyntheticWorld:
 
         image = self._background(rng)
         label = np.full((self.image_size, self.image_size), IGNORE_INDEX, dtype=np.uint8)
-        masks = [self._object_mask(rng, int(k)) for k in objects]
+        if self.object_gap is None:
+            masks = [self._object_mask(rng, int(k)) for k in objects]
+        else:
+            masks = self._separated_masks(rng, objects, max(required_at, 0))
         for k, mask in zip(objects, masks, strict=True):
-            label[mask] = k
+            if mask is not None:
+                label[mask] = k
         if required_at >= 0 and not (label == objects[required_at]).any():
             label[masks[required_at]] = objects[required_at]  # fully covered: draw it again on top
 

@@ -134,6 +134,7 @@ def save_prediction_figure(
     marked: Sequence[int] = (),
     rows: int = 1,
     max_legend: int = 40,
+    palette: np.ndarray | None = None,
 ) -> Path:
     """Save image panels side by side with a legend of the ``present`` classes (``marked`` ones flagged).
 
@@ -149,8 +150,9 @@ def save_prediction_figure(
         marked: Classes flagged in the legend (e.g. unseen in training), drawn in bold with "(unseen)".
         rows: Rows of panels.
         max_legend: Most classes listed.
+        palette: Class colours ``(K, 3)`` uint8 the panels were painted with (default :func:`colour_palette`).
     """
-    palette = colour_palette(len(class_names))
+    palette = colour_palette(len(class_names)) if palette is None else palette
     shown = list(dict.fromkeys(present))
     hidden = len(shown) - max_legend
     shown = shown[:max_legend] if hidden > 0 else shown
