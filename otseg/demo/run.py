@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,20 @@ __all__ = ["PRETRAINED", "RANDOM", "run_demo"]
 PRETRAINED, RANDOM = "pre-trained tiny CLIP", "random CLIP (ablation)"
 
 
+def _first_showing(val: Any, classes: Sequence[int]) -> list[int]:
+    """Indices of the first image of ``val`` showing each of ``classes`` (distinct images, in order)."""
+    chosen: list[int] = []
+    for k in classes:
+        chosen.append(next(i for i in range(len(val)) if i not in chosen and bool((val[i]["label"] == k).any())))
+    return sorted(chosen)
+
+
 def _picture(out: Path, model_path: str, clip_weights: str, world: SyntheticWorld, split: ZeroShotSplit,
              val: Any) -> tuple[Path, float]:  # fmt: skip
-    """The first four validation images (not chosen): image, ground truth, prediction with all names offered.
+    """Image, ground truth and prediction (all names offered) of the first validation image of each unseen class.
 
-    Returns the PNG and the share of object pixels predicted right in it.
+    Images are picked by what they show, not by how well they are segmented. Returns the PNG and the share of
+    object pixels predicted right in it.
     """
     model, _ = load_otseg(model_path, clip_weights=clip_weights)
     predictor = OTSegPredictor(model, WHOLE_IMAGE)
@@ -67,7 +77,7 @@ def _picture(out: Path, model_path: str, clip_weights: str, world: SyntheticWorl
     palette = class_colours(world)
     zoom = np.ones((4, 4, 1), dtype=np.uint8)
     panels, present, right, total = [], set(), 0, 0
-    for i in range(4):
+    for i in _first_showing(val, split.unseen):
         item = val[i]
         image = item["image"].permute(1, 2, 0).numpy()
         label = item["label"].numpy().astype(np.uint8)
@@ -77,12 +87,18 @@ def _picture(out: Path, model_path: str, clip_weights: str, world: SyntheticWorl
         total += int((label != 255).sum())
         present |= set(np.unique(label[label != 255]).tolist()) | set(np.unique(pred[pred != 255]).tolist())
         panels += [
-            (f"image {i}", np.kron(image, zoom)),
+            (f"evaluation image {i}", np.kron(image, zoom)),
             ("ground truth", np.kron(overlay(image, label, palette, 0.9), zoom)),
             ("prediction", np.kron(overlay(image, pred, palette, 0.9), zoom)),
         ]
     path = save_prediction_figure(
-        out / "prediction.png", panels, world.class_names, sorted(present), split.unseen, rows=4, palette=palette
+        out / "prediction.png",
+        panels,
+        world.class_names,
+        sorted(present),
+        split.unseen,
+        rows=len(panels) // 3,
+        palette=palette,
     )
     return path, right / max(total, 1)
 
