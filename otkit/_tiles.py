@@ -1,0 +1,154 @@
+"""The streaming engine: sums of ``exp(r_i + c_j - C_ij / eps)`` over tiles of a :class:`~otkit.geometry.Geometry`.
+
+No function here holds more than one tile of ``TILE_ENTRIES`` entries of the ``n x m`` problem at once; their
+memory is ``O((n + m) (d + k))`` plus the tile. Each tile is computed, exponentiated in place and reduced:
+
+- :func:`exp_sums`: ``sum_j exp(E_ij)`` or ``sum_j exp(E_ij) V_j`` (the plan applied to vectors or matrices);
+- :func:`lse`: ``LSE_j(c_j - C_ij / eps)``, the soft-min of the Sinkhorn updates. Given a ``shift`` close to the
+  answer (the previous iterate's), it is one pass that sums ``exp(E_ij - shift_i)`` without a running maximum;
+  rows whose sum leaves ``exp(+-SAFE_LOG)`` (a poor shift) are recomputed exactly with a first pass for the row
+  maxima;
+- :func:`row_max`: ``max_j E_ij``.
+
+On CUDA, with triton, :func:`exp_sums` and :func:`lse` run the fused kernels of :mod:`otkit._triton_stream`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from otkit._triton_stream import stream_exp_sums, stream_lse, use_stream_kernel
+from otkit.geometry import Geometry
+
+__all__ = ["COL_BLOCK", "LOG_FLOOR", "SAFE_LOG", "TILE_ENTRIES", "exp_sums", "log_weights", "lse", "row_max"]
+
+# Entries per tile (1 MiB in float32: it stays in a core's L2 cache between its passes) and the widest tile.
+TILE_ENTRIES = 2**18
+COL_BLOCK = 4096
+# A shifted row sum is trusted within exp(+-SAFE_LOG): far from overflow, and its largest term far above underflow.
+SAFE_LOG = {torch.float32: 60.0, torch.float64: 600.0}
+# log of a zero weight: finite (no inf - inf in the tile products), and exp of it is exactly 0.
+LOG_FLOOR = -1e30
+
+
+def log_weights(w: Tensor) -> Tensor:
+    """``log w`` with :data:`LOG_FLOOR` for zero weights, ``(..., n)``."""
+    return torch.log(w).clamp_min(LOG_FLOOR)
+
+
+def _block_dims(batch: int, n: int, m: int) -> tuple[int, int, int]:
+    """``(problems, rows, columns)`` of a tile."""
+    cols = min(m, COL_BLOCK)
+    rows = min(n, max(1, TILE_ENTRIES // cols))
+    return min(batch, max(1, TILE_ENTRIES // (rows * cols))), rows, cols
+
+
+def _blocks(batch: int, n: int, m: int) -> Iterator[tuple[slice, slice, slice]]:
+    """Tiles ``(batch slice, row slice, column slice)``; the column blocks of a row block come one after another."""
+    probs, rows, cols = _block_dims(batch, n, m)
+    for b0 in range(0, batch, probs):
+        for r0 in range(0, n, rows):
+            for c0 in range(0, m, cols):
+                yield slice(b0, b0 + probs), slice(r0, r0 + rows), slice(c0, c0 + cols)
+
+
+class _Tiles:
+    """Tiles of ``E_ij = r_i + c_j - C_ij / eps`` (and of the distances, for ``euclidean``) of one geometry."""
+
+    def __init__(self, geom: Geometry, row: Tensor, col: Tensor, eps: float) -> None:
+        self.geom, self.eps = geom, eps
+        probs, rows, cols = _block_dims(*geom.shape)
+        size = probs * rows * cols
+        self.buffer = torch.empty(size, dtype=geom.dtype, device=geom.device)
+        if geom.kind in ("euclidean", "matrix"):
+            # rank-2 factors of the outer sum r_i + c_j, fused into one baddbmm with -C / eps
+            self.rows2 = torch.stack([row, torch.ones_like(row)], -1)  # (B, n, 2)
+            self.cols2 = torch.stack([torch.ones_like(col), col], -2)  # (B, 2, m)
+        if geom.kind == "euclidean":
+            self.left, self.right = geom.euclidean_features()
+            self.distances = torch.empty_like(self.buffer)
+        elif geom.kind != "matrix":
+            self.left, self.right = geom.augmented(row, col, eps)
+
+    def _view(self, buffer: Tensor, bs: slice, rs: slice, cs: slice) -> Tensor:
+        b, n, m = self.geom.shape
+        shape = (len(range(b)[bs]), len(range(n)[rs]), len(range(m)[cs]))
+        return buffer[: shape[0] * shape[1] * shape[2]].view(shape)
+
+    def exponent(self, bs: slice, rs: slice, cs: slice) -> Tensor:
+        """The tile ``E[bs, rs, cs]``, in a reused buffer (valid until the next call)."""
+        out = self._view(self.buffer, bs, rs, cs)
+        kind = self.geom.kind
+        if kind == "matrix":
+            cost = self.geom.matrix[bs, rs, cs]
+        elif kind == "euclidean":
+            cost = self._view(self.distances, bs, rs, cs)
+            torch.bmm(self.left[bs, rs], self.right[bs, cs].transpose(1, 2), out=cost)
+            cost.clamp_min_(0).sqrt_()
+        else:
+            return torch.bmm(self.left[bs, rs], self.right[bs, cs].transpose(1, 2), out=out)
+        return torch.baddbmm(cost, self.rows2[bs, rs], self.cols2[bs, :, cs], beta=-1 / self.eps, out=out)
+
+    def distance(self, bs: slice, rs: slice, cs: slice) -> Tensor:
+        """The distances of the last ``euclidean`` tile."""
+        return self._view(self.distances, bs, rs, cs)
+
+
+def exp_sums(
+    geom: Geometry,
+    row: Tensor,
+    col: Tensor,
+    eps: float,
+    values: Tensor | None = None,
+    inverse_distance: bool = False,
+) -> Tensor:
+    """``sum_j exp(r_i + c_j - C_ij / eps)`` ``(B, n)``, or with ``values (B, m, k)`` the products ``(B, n, k)``.
+
+    ``inverse_distance`` (``euclidean`` only) divides every term by ``|x_i - y_j|`` (0 where the distance is 0):
+    the weights of the gradient of a Euclidean cost.
+    """
+    if use_stream_kernel(geom) and not inverse_distance:
+        return stream_exp_sums(geom, row, col, eps, values)
+    batch, n, m = geom.shape
+    tiles = _Tiles(geom, row, col, eps)
+    out = row.new_zeros((batch, n) if values is None else (batch, n, values.shape[-1]))
+    for bs, rs, cs in _blocks(batch, n, m):
+        tile = tiles.exponent(bs, rs, cs).exp_()
+        if inverse_distance:
+            tile.div_(tiles.distance(bs, rs, cs).masked_fill_(tiles.distance(bs, rs, cs) == 0, math.inf))
+        if values is None:
+            out[bs, rs] += tile.sum(-1)
+        else:
+            out[bs, rs].baddbmm_(tile, values[bs, cs])
+    return out
+
+
+def row_max(geom: Geometry, row: Tensor, col: Tensor, eps: float) -> Tensor:
+    """``max_j (r_i + c_j - C_ij / eps)``, ``(B, n)``."""
+    batch, n, m = geom.shape
+    tiles = _Tiles(geom, row, col, eps)
+    out = row.new_full((batch, n), -math.inf)
+    for bs, rs, cs in _blocks(batch, n, m):
+        torch.maximum(out[bs, rs], tiles.exponent(bs, rs, cs).amax(-1), out=out[bs, rs])
+    return out
+
+
+def lse(geom: Geometry, col: Tensor, eps: float, shift: Tensor | None = None) -> Tensor:
+    """``LSE_j(c_j - C_ij / eps)`` for every row, ``(B, n)``; ``col (B, m)``.
+
+    ``shift (B, n)``, a guess of the result (e.g. the previous iteration's), makes it a single pass; without
+    one, or where the guess is off by more than :data:`SAFE_LOG`, the row maxima are computed first.
+    """
+    if use_stream_kernel(geom):
+        return stream_lse(geom, col, eps)
+    if shift is not None:
+        sums = exp_sums(geom, -shift, col, eps)
+        limit = SAFE_LOG[sums.dtype]
+        if bool(((sums > math.exp(-limit)) & (sums < math.exp(limit))).all()):
+            return shift + torch.log(sums)
+    shift = row_max(geom, col.new_zeros(geom.shape[:2]), col, eps)
+    return shift + torch.log(exp_sums(geom, -shift, col, eps))
