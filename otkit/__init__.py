@@ -1,6 +1,7 @@
 """otkit: fast, batched, differentiable entropic optimal transport for PyTorch."""
 
 from otkit.attention import ATTENTION_OPTIONS, MultiPromptSinkhornAttention, SinkhornAttention, sinkhorn_attention
+from otkit.divergence import sinkhorn_divergence
 from otkit.geometry import pairwise_cost
 from otkit.multi_prompt import MultiPromptTransport, multi_prompt_transport
 from otkit.options import SinkhornOptions
@@ -22,6 +23,7 @@ __all__ = [
     "pairwise_cost",
     "sinkhorn",
     "sinkhorn_attention",
+    "sinkhorn_divergence",
     "sinkhorn_points",
 ]
 

@@ -113,8 +113,8 @@ class _EnvelopeValue(torch.autograd.Function):
 def envelope_value(geom: Geometry, a: Tensor, b: Tensor, f: Tensor, g: Tensor, options: SinkhornOptions) -> Tensor:
     """The OT value ``(B,)`` at the optimum ``(f, g)`` of ``geom``, differentiable in its features (or matrix),
     ``a (B, n)`` and ``b (B, m)`` by the envelope theorem. ``f``, ``g`` are detached potentials."""
-    if geom.kind == "matrix":
-        return _EnvelopeValue.apply(geom.matrix, None, a, b, f, g, geom.kind, options)
+    if geom.matrix is not None:
+        return _EnvelopeValue.apply(geom.matrix, None, a, b, f, g, "matrix", options)
     return _EnvelopeValue.apply(geom.x, geom.y, a, b, f, g, geom.kind, options)
 
 

@@ -64,14 +64,13 @@ class _Tiles:
         probs, rows, cols = _block_dims(*geom.shape)
         size = probs * rows * cols
         self.buffer = torch.empty(size, dtype=geom.dtype, device=geom.device)
-        if geom.kind in ("euclidean", "matrix"):
-            # rank-2 factors of the outer sum r_i + c_j, fused into one baddbmm with -C / eps
-            self.rows2 = torch.stack([row, torch.ones_like(row)], -1)  # (B, n, 2)
-            self.cols2 = torch.stack([torch.ones_like(col), col], -2)  # (B, 2, m)
+        self.rows, self.cols = row.unsqueeze(-1), col.unsqueeze(-2)
+        if geom.matrix is not None:
+            return
         if geom.kind == "euclidean":
             self.left, self.right = geom.euclidean_features()
             self.distances = torch.empty_like(self.buffer)
-        elif geom.kind != "matrix":
+        else:
             self.left, self.right = geom.augmented(row, col, eps)
 
     def _view(self, buffer: Tensor, bs: slice, rs: slice, cs: slice) -> Tensor:
@@ -82,16 +81,16 @@ class _Tiles:
     def exponent(self, bs: slice, rs: slice, cs: slice) -> Tensor:
         """The tile ``E[bs, rs, cs]``, in a reused buffer (valid until the next call)."""
         out = self._view(self.buffer, bs, rs, cs)
-        kind = self.geom.kind
-        if kind == "matrix":
+        if self.geom.matrix is not None:
             cost = self.geom.matrix[bs, rs, cs]
-        elif kind == "euclidean":
+        elif self.geom.kind == "euclidean":
             cost = self._view(self.distances, bs, rs, cs)
             torch.bmm(self.left[bs, rs], self.right[bs, cs].transpose(1, 2), out=cost)
             cost.clamp_min_(0).sqrt_()
         else:
             return torch.bmm(self.left[bs, rs], self.right[bs, cs].transpose(1, 2), out=out)
-        return torch.baddbmm(cost, self.rows2[bs, rs], self.cols2[bs, :, cs], beta=-1 / self.eps, out=out)
+        # two passes (torch.baddbmm with beta != 1 is several times slower on CPUs)
+        return torch.add(self.cols[bs, :, cs], cost, alpha=-1 / self.eps, out=out).add_(self.rows[bs, rs])
 
     def distance(self, bs: slice, rs: slice, cs: slice) -> Tensor:
         """The distances of the last ``euclidean`` tile."""

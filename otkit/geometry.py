@@ -133,11 +133,11 @@ class Geometry:
     """The costs between ``x (B, n, d)`` and ``y (B, m, d)`` in the form the tile engine reads.
 
     Attributes:
-        kind: ``"sqeuclidean"``, ``"euclidean"``, ``"cosine"``, ``"dot"`` or ``"matrix"`` (a stored cost).
+        kind: ``"sqeuclidean"``, ``"euclidean"``, ``"cosine"``, ``"dot"`` or ``"callable"``.
         x: ``(B, n, d)`` row features: centred points (the Euclidean kinds), unit vectors (cosine), points (dot);
-            ``None`` for a matrix.
+            ``None`` for a callable cost.
         y: ``(B, m, d)`` column features, likewise.
-        matrix: ``(B, n, m)`` stored cost, or ``None``.
+        matrix: ``(B, n, m)`` stored cost (dense storage), or ``None``: tiles are computed from the features.
     """
 
     kind: str
@@ -147,22 +147,24 @@ class Geometry:
 
     @staticmethod
     def from_points(x: Tensor, y: Tensor, cost: Cost, dense: bool) -> Geometry:
-        """Features (differentiable in ``x`` and ``y``) or, with ``dense``, the cost matrix.
+        """Features (differentiable in ``x`` and ``y``) and, with ``dense`` or a callable, the cost matrix.
 
         Shapes: ``x (B, n, d)``, ``y (B, m, d)``, already checked by :func:`check_points`.
         """
-        if dense or callable(cost):
-            return Geometry("matrix", matrix=_dense(x, y, cost))
+        if callable(cost):
+            return Geometry("callable", matrix=_dense(x, y, cost))
         if cost == "cosine":
-            return Geometry(cost, F.normalize(x, dim=-1), F.normalize(y, dim=-1))
-        if cost == "dot":
-            return Geometry(cost, x, y)
-        return Geometry(cost, *_centred(x, y))
+            geom = Geometry(cost, F.normalize(x, dim=-1), F.normalize(y, dim=-1))
+        elif cost == "dot":
+            geom = Geometry(cost, x, y)
+        else:
+            geom = Geometry(cost, *_centred(x, y))
+        return replace(geom, matrix=geom.dense_cost()) if dense else geom
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(B, n, m)``."""
-        if self.matrix is not None:
+        if self.x is None:
             return tuple(self.matrix.shape)
         return self.x.shape[0], self.x.shape[1], self.y.shape[1]
 
@@ -182,9 +184,8 @@ class Geometry:
 
     def transpose(self) -> Geometry:
         """The geometry of the transposed problem, ``C^T`` (every named cost is symmetric in its arguments)."""
-        if self.matrix is not None:
-            return replace(self, matrix=self.matrix.transpose(-1, -2))
-        return replace(self, x=self.y, y=self.x)
+        matrix = None if self.matrix is None else self.matrix.transpose(-1, -2)
+        return replace(self, x=self.y, y=self.x, matrix=matrix)
 
     def augmented(self, row: Tensor, col: Tensor, eps: float) -> tuple[Tensor, Tensor]:
         """Augmented features ``X~ (B, n, k)``, ``Y~ (B, m, k)`` whose product is the exponent of a tile.
@@ -213,9 +214,9 @@ class Geometry:
 
         ``sqeuclidean``/``euclidean``: ``p D^p`` with ``D`` the diagonal of the bounding box of both clouds and
         ``p`` 2 or 1 (geomloss's starting ``eps = D^p`` in its units, where the ``p = 2`` cost is halved);
-        ``cosine``: 2; ``dot``: ``2 max|x| max|y|``; a matrix: its range.
+        ``cosine``: 2; ``dot``: ``2 max|x| max|y|``; a callable cost: the range of its matrix.
         """
-        if self.matrix is not None:
+        if self.kind == "callable":
             return float(self.matrix.amax() - self.matrix.amin())
         if self.kind == "cosine":
             return 2.0
@@ -230,7 +231,7 @@ class Geometry:
         return 2 if self.kind == "sqeuclidean" else 1
 
     def dense_cost(self) -> Tensor:
-        """The ``(B, n, m)`` cost matrix of this geometry (tests and small problems)."""
+        """The ``(B, n, m)`` cost matrix: the stored one, or computed from the features."""
         if self.matrix is not None:
             return self.matrix
         if self.kind in ("sqeuclidean", "euclidean"):

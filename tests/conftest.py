@@ -19,6 +19,15 @@ def _seed() -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Run single-threaded: for small problems, where on a shared CPU each parallel region can wait for a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fixtures_dir() -> Path:
     """The shared real-data fixtures (ADE20K sample, CLIP text embeddings); skips when absent."""
     if not FIXTURES.is_dir():
