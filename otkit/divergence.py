@@ -8,6 +8,7 @@ from torch import Tensor
 from otkit._point_loops import eps_schedule, solve_pair, solve_symmetric
 from otkit._point_value import envelope_value
 from otkit._tiles import log_weights
+from otkit._validation import check_rho
 from otkit.geometry import Cost, Geometry
 from otkit.options import Backend, SinkhornOptions
 from otkit.points import (
@@ -59,7 +60,7 @@ def sinkhorn_divergence(
     ``eps = s^2``, so ``sinkhorn_divergence(..., eps=e, rho=q, scaling=sc)`` with ``"sqeuclidean"`` equals twice
     geomloss's loss with ``blur = sqrt(e / 2)``, ``reach = sqrt(q / 2)`` (the same annealing schedule), up to
     ``e (m_a - m_b)^2 / 2``, a mass term that geomloss adds to unbalanced divergences. With ``"euclidean"``
-    (geomloss's ``p=1``) the values agree directly with ``blur = e``, ``reach = q``. POT's
+    (geomloss's ``p=1``, ``blur = e``, ``reach = q``) they agree up to geomloss's floor of ``1e-4`` on distances. POT's
     ``ot.bregman.empirical_sinkhorn_divergence`` is another quantity: it leaves the entropic terms out and returns
     ``<P_ab, C> - (<P_aa, C> + <P_bb, C>) / 2`` at the three entropic plans.
 
@@ -93,6 +94,7 @@ def sinkhorn_divergence(
         >>> loss = otkit.sinkhorn_divergence(x, torch.rand(300, 2) + 1.0, eps=0.01, scaling=0.9)
         >>> loss.backward()  # x.grad: the gradient flow that moves x onto y
     """
+    rho = check_rho(rho, "rho")
     options = SinkhornOptions(
         eps=eps, rho_a=rho, rho_b=rho, max_iter=max_iter, tol=tol, check_every=check_every, backend=backend
     )
