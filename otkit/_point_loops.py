@@ -70,11 +70,13 @@ def solve_pair(
     options: SinkhornOptions,
     schedule: list[float],
     init: tuple[Tensor, Tensor] | None,
+    trace: list[tuple[Tensor, Tensor]] | None = None,
 ) -> Iterate:
     """Alternating Sinkhorn on ``geom`` ``(B, n, m)``; ``log_a`` ``(B, n)``, ``b``, ``log_b`` ``(B, m)``.
 
     Runs ``len(schedule)`` annealing iterations, then at most ``options.max_iter`` at ``options.eps``. Returns the
-    potentials in cost units, the iterations run (schedule included) and the errors ``(n_checks, B)``.
+    potentials in cost units, the iterations run (schedule included) and the errors ``(n_checks, B)``. With a
+    ``trace`` list, every iteration appends its ``(f, g)`` to it.
     """
     transposed = geom.transpose()
     f, g = (None, torch.zeros_like(b)) if init is None else init
@@ -90,6 +92,8 @@ def solve_pair(
         if check:
             errors.append(_error(log_b + g / eps + lse_g, b, g, options.rho_b))
         g, g_known = -lam_b * eps * lse_g, True
+        if trace is not None:
+            trace.append((f, g))
         if check and _stopped(errors, options):
             n_iter = it + 1
             break

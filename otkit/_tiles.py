@@ -24,7 +24,17 @@ from torch import Tensor
 from otkit._triton_stream import stream_exp_sums, stream_lse, use_stream_kernel
 from otkit.geometry import Geometry
 
-__all__ = ["COL_BLOCK", "LOG_FLOOR", "SAFE_LOG", "TILE_ENTRIES", "exp_sums", "log_weights", "lse", "row_max"]
+__all__ = [
+    "COL_BLOCK",
+    "LOG_FLOOR",
+    "SAFE_LOG",
+    "TILE_ENTRIES",
+    "exp_sums",
+    "exp_tiles",
+    "log_weights",
+    "lse",
+    "row_max",
+]
 
 # Entries per tile (1 MiB in float32: it stays in a core's L2 cache between its passes) and the widest tile.
 TILE_ENTRIES = 2**18
@@ -97,6 +107,25 @@ class _Tiles:
         return self._view(self.distances, bs, rs, cs)
 
 
+def exp_tiles(
+    geom: Geometry, row: Tensor, col: Tensor, eps: float, inverse_distance: bool = False
+) -> Iterator[tuple[slice, slice, slice, Tensor]]:
+    """Every tile ``exp(r_i + c_j - C_ij / eps)`` as ``(batch slice, row slice, column slice, tile)``.
+
+    ``inverse_distance`` (``euclidean`` only) divides every entry by ``|x_i - y_j|`` (0 where the distance is
+    0): the weights of the gradient of a Euclidean cost. A tile lives in a buffer that the next one overwrites:
+    reduce it before asking for the next.
+    """
+    batch, n, m = geom.shape
+    tiles = _Tiles(geom, row, col, eps)
+    for bs, rs, cs in _blocks(batch, n, m):
+        tile = tiles.exponent(bs, rs, cs).exp_()
+        if inverse_distance:
+            distance = tiles.distance(bs, rs, cs)
+            tile.div_(distance.masked_fill_(distance == 0, math.inf))
+        yield bs, rs, cs, tile
+
+
 def exp_sums(
     geom: Geometry,
     row: Tensor,
@@ -107,18 +136,13 @@ def exp_sums(
 ) -> Tensor:
     """``sum_j exp(r_i + c_j - C_ij / eps)`` ``(B, n)``, or with ``values (B, m, k)`` the products ``(B, n, k)``.
 
-    ``inverse_distance`` (``euclidean`` only) divides every term by ``|x_i - y_j|`` (0 where the distance is 0):
-    the weights of the gradient of a Euclidean cost.
+    ``inverse_distance``: see :func:`exp_tiles`.
     """
     if use_stream_kernel(geom) and not inverse_distance:
         return stream_exp_sums(geom, row, col, eps, values)
-    batch, n, m = geom.shape
-    tiles = _Tiles(geom, row, col, eps)
+    batch, n, _ = geom.shape
     out = row.new_zeros((batch, n) if values is None else (batch, n, values.shape[-1]))
-    for bs, rs, cs in _blocks(batch, n, m):
-        tile = tiles.exponent(bs, rs, cs).exp_()
-        if inverse_distance:
-            tile.div_(tiles.distance(bs, rs, cs).masked_fill_(tiles.distance(bs, rs, cs) == 0, math.inf))
+    for bs, rs, cs, tile in exp_tiles(geom, row, col, eps, inverse_distance):
         if values is None:
             out[bs, rs] += tile.sum(-1)
         else:

@@ -54,28 +54,32 @@ def _check_cloud(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or Inf coordinates; clean or drop those points.")
 
 
-def check_points(x: Tensor, y: Tensor, cost: Cost) -> tuple[Tensor, Tensor]:
+def check_points(
+    x: Tensor, y: Tensor, cost: Cost, names: tuple[str, str] = ("x", "y")
+) -> tuple[Tensor, Tensor]:
     """Validate two clouds and broadcast their batch dims: ``x (..., n, d)``, ``y (..., m, d)``.
 
     Returns both in the compute dtype (float64 stays, anything else becomes float32), batch dims broadcast.
 
     Raises:
-        ValueError: naming ``x``, ``y`` or ``cost`` for a non-tensor, empty, NaN/Inf or dimension mismatch.
+        ValueError: naming the clouds (``names``) or ``cost`` for a non-tensor, empty, NaN/Inf or dimension
+            mismatch.
     """
     if not (callable(cost) or cost in COSTS):
         raise ValueError(f"cost must be one of {', '.join(map(repr, COSTS))} or a callable (x, y) -> C, got {cost!r}.")
-    _check_cloud(x, "x")
-    _check_cloud(y, "y")
+    nx, ny = names
+    _check_cloud(x, nx)
+    _check_cloud(y, ny)
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(
-            f"x and y must have the same point dimension: x has d = {x.shape[-1]}, y has d = {y.shape[-1]}. Give "
-            "y shape (..., m, d) with the d of x."
+            f"{nx} and {ny} must have the same point dimension: {nx} has d = {x.shape[-1]}, {ny} has d = "
+            f"{y.shape[-1]}. Give {ny} shape (..., m, d) with the d of {nx}."
         )
     try:
         batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
     except RuntimeError:
         raise ValueError(
-            f"the batch dims of x {tuple(x.shape[:-2])} and y {tuple(y.shape[:-2])} do not broadcast."
+            f"the batch dims of {nx} {tuple(x.shape[:-2])} and {ny} {tuple(y.shape[:-2])} do not broadcast."
         ) from None
     dtype = compute_dtype(torch.promote_types(x.dtype, y.dtype))
     x = x.to(dtype).expand(*batch, *x.shape[-2:])
