@@ -95,7 +95,7 @@ class _StreamedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, v, a, b, kind, options):
-        geom = Geometry(kind, x, y)
+        geom = Geometry(kind, x, y, backend=options.backend)
         log_a, log_b = log_weights(a), log_weights(b)
         trace: list[tuple[Tensor, Tensor]] = []
         g = torch.zeros_like(b)
@@ -113,7 +113,7 @@ class _StreamedAttention(torch.autograd.Function):
         x, y, v, log_a, log_b, out, shift, *flat = ctx.saved_tensors
         options, eps = ctx.options, ctx.options.eps
         trace = list(zip(flat[0::2], flat[1::2], strict=True))
-        geom = Geometry(ctx.kind, x, y)
+        geom = Geometry(ctx.kind, x, y, backend=options.backend)
         g = trace[-1][1] if trace else torch.zeros_like(log_b)
         dx, dy, dv, dg = _output_backward(geom, log_b + g / eps, shift, v, out, grad_out, eps)
         if trace:

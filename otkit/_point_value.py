@@ -78,9 +78,9 @@ class _EnvelopeValue(torch.autograd.Function):
     and ``y (B, m, d)`` of a named cost, or the cost matrix ``(B, n, m)`` and ``None``."""
 
     @staticmethod
-    def forward(ctx, first, second, a, b, f, g, kind, options):
+    def forward(ctx, first, second, a, b, f, g, kind, backend, options):
         ctx.save_for_backward(first, second, a, b, f, g)
-        ctx.kind, ctx.options = kind, options
+        ctx.kind, ctx.backend, ctx.options = kind, backend, options
         return dual_value(f, g, a, b, options)
 
     @staticmethod
@@ -90,13 +90,13 @@ class _EnvelopeValue(torch.autograd.Function):
         options, eps = ctx.options, ctx.options.eps
         row, col = plan_terms(a, b, f, g, eps)
         needs = ctx.needs_input_grad
-        grads: list[Tensor | None] = [None] * 8
+        grads: list[Tensor | None] = [None] * 9
         if ctx.kind == "matrix":
             if needs[0]:
                 plan = torch.exp(row.unsqueeze(-1) + col.unsqueeze(-2) - first / eps)
                 grads[0] = plan * w.view(-1, 1, 1)
         else:
-            geom = Geometry(ctx.kind, first, second)
+            geom = Geometry(ctx.kind, first, second, backend=ctx.backend)
             if needs[0]:
                 grads[0] = _feature_grad(geom, row, col, eps) * w.view(-1, 1, 1)
             if needs[1]:
@@ -114,8 +114,8 @@ def envelope_value(geom: Geometry, a: Tensor, b: Tensor, f: Tensor, g: Tensor, o
     """The OT value ``(B,)`` at the optimum ``(f, g)`` of ``geom``, differentiable in its features (or matrix),
     ``a (B, n)`` and ``b (B, m)`` by the envelope theorem. ``f``, ``g`` are detached potentials."""
     if geom.matrix is not None:
-        return _EnvelopeValue.apply(geom.matrix, None, a, b, f, g, "matrix", options)
-    return _EnvelopeValue.apply(geom.x, geom.y, a, b, f, g, geom.kind, options)
+        return _EnvelopeValue.apply(geom.matrix, None, a, b, f, g, "matrix", geom.backend, options)
+    return _EnvelopeValue.apply(geom.x, geom.y, a, b, f, g, geom.kind, geom.backend, options)
 
 
 class PlanApply(torch.autograd.Function):

@@ -104,10 +104,10 @@ def sinkhorn_divergence(
     x, y, a, b, batch = prepare_problem(x, y, a, b, cost, options)
     problems, n, m = x.shape[0], x.shape[1], y.shape[1]
     dense = choose_storage(storage, cost, problems * max(n, m) ** 2, x.dtype)
-    geom_xy = Geometry.from_points(x, y, cost, dense)
+    geom_xy = Geometry.from_points(x, y, cost, dense, backend)
     pairs = [(geom_xy, a, b)]
     if debias:
-        pairs += [(Geometry.from_points(x, x, cost, dense), a, a), (Geometry.from_points(y, y, cost, dense), b, b)]
+        pairs += [(Geometry.from_points(p, p, cost, dense, backend), w, w) for p, w in ((x, a), (y, b))]
     spread = max(geom.detach().spread() for geom, _, _ in pairs)
     check_spread(spread, eps, x.dtype)
     schedule = eps_schedule(eps, spread, geom_xy.exponent_power(), scaling)

@@ -142,27 +142,30 @@ class Geometry:
             ``None`` for a callable cost.
         y: ``(B, m, d)`` column features, likewise.
         matrix: ``(B, n, m)`` stored cost (dense storage), or ``None``: tiles are computed from the features.
+        backend: Where streamed tiles are computed: ``"auto"``, ``"torch"`` or ``"triton"``
+            (:func:`otkit._triton_stream.use_stream_kernel` is the rule).
     """
 
     kind: str
     x: Tensor | None = None
     y: Tensor | None = None
     matrix: Tensor | None = None
+    backend: str = "auto"
 
     @staticmethod
-    def from_points(x: Tensor, y: Tensor, cost: Cost, dense: bool) -> Geometry:
+    def from_points(x: Tensor, y: Tensor, cost: Cost, dense: bool, backend: str = "auto") -> Geometry:
         """Features (differentiable in ``x`` and ``y``) and, with ``dense`` or a callable, the cost matrix.
 
         Shapes: ``x (B, n, d)``, ``y (B, m, d)``, already checked by :func:`check_points`.
         """
         if callable(cost):
-            return Geometry("callable", matrix=_dense(x, y, cost))
+            return Geometry("callable", matrix=_dense(x, y, cost), backend=backend)
         if cost == "cosine":
-            geom = Geometry(cost, F.normalize(x, dim=-1), F.normalize(y, dim=-1))
+            geom = Geometry(cost, F.normalize(x, dim=-1), F.normalize(y, dim=-1), backend=backend)
         elif cost == "dot":
-            geom = Geometry(cost, x, y)
+            geom = Geometry(cost, x, y, backend=backend)
         else:
-            geom = Geometry(cost, *_centred(x, y))
+            geom = Geometry(cost, *_centred(x, y), backend=backend)
         return replace(geom, matrix=geom.dense_cost()) if dense else geom
 
     @property
@@ -184,7 +187,8 @@ class Geometry:
 
     def detach(self) -> Geometry:
         """The same geometry cut from autograd (the solvers iterate on it)."""
-        return Geometry(self.kind, *(None if t is None else t.detach() for t in (self.x, self.y, self.matrix)))
+        x, y, matrix = (None if t is None else t.detach() for t in (self.x, self.y, self.matrix))
+        return replace(self, x=x, y=y, matrix=matrix)
 
     def transpose(self) -> Geometry:
         """The geometry of the transposed problem, ``C^T`` (every named cost is symmetric in its arguments)."""

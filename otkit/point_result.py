@@ -140,7 +140,7 @@ class PointCloudResult:
                     "the solve (or broadcast to them)."
                 )
             z = z.reshape(-1, *z.shape[-2:]).to(self.x.dtype)
-            geom = Geometry.from_points(z, self.y, self.cost, self.storage == "dense").detach()
+            geom = Geometry.from_points(z, self.y, self.cost, self.storage == "dense", self.geometry.backend).detach()
         shift = row_max(geom, col.new_zeros(geom.shape[:2]), col, self.eps)
         values = torch.cat([self.y, self.y.new_ones((*self.y.shape[:-1], 1))], -1)
         sums = exp_sums(geom, -shift, col, self.eps, values)

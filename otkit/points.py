@@ -160,7 +160,7 @@ def sinkhorn_points(
     x, y, a, b, batch = prepare_problem(x, y, a, b, cost, options)
     (problems, n, _), m = x.shape, y.shape[1]
     dense = choose_storage(storage, cost, problems * n * m, x.dtype)
-    geom = Geometry.from_points(x, y, cost, dense)
+    geom = Geometry.from_points(x, y, cost, dense, options.backend)
     work = geom.detach()
     spread = work.spread()
     check_spread(spread, options.eps, work.dtype)
