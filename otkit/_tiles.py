@@ -50,16 +50,27 @@ def log_weights(w: Tensor) -> Tensor:
     return torch.log(w).clamp_min(LOG_FLOOR)
 
 
-def _block_dims(batch: int, n: int, m: int) -> tuple[int, int, int]:
-    """``(problems, rows, columns)`` of a tile."""
-    cols = min(m, COL_BLOCK)
-    rows = min(n, max(1, TILE_ENTRIES // cols))
+def _stored_transposed(geom: Geometry) -> bool:
+    """Whether ``geom`` holds a transposed view of a stored matrix (its rows are contiguous columns)."""
+    return geom.matrix is not None and geom.matrix.stride(-1) != 1 and geom.matrix.stride(-2) == 1
+
+
+def _block_dims(geom: Geometry) -> tuple[int, int, int]:
+    """``(problems, rows, columns)`` of a tile: wide along the contiguous axis of a stored matrix."""
+    batch, n, m = geom.shape
+    if _stored_transposed(geom):
+        rows = min(n, COL_BLOCK)
+        cols = min(m, max(1, TILE_ENTRIES // rows))
+    else:
+        cols = min(m, COL_BLOCK)
+        rows = min(n, max(1, TILE_ENTRIES // cols))
     return min(batch, max(1, TILE_ENTRIES // (rows * cols))), rows, cols
 
 
-def _blocks(batch: int, n: int, m: int) -> Iterator[tuple[slice, slice, slice]]:
+def _blocks(geom: Geometry) -> Iterator[tuple[slice, slice, slice]]:
     """Tiles ``(batch slice, row slice, column slice)``; the column blocks of a row block come one after another."""
-    probs, rows, cols = _block_dims(batch, n, m)
+    batch, n, m = geom.shape
+    probs, rows, cols = _block_dims(geom)
     for b0 in range(0, batch, probs):
         for r0 in range(0, n, rows):
             for c0 in range(0, m, cols):
@@ -71,8 +82,9 @@ class _Tiles:
 
     def __init__(self, geom: Geometry, row: Tensor, col: Tensor, eps: float) -> None:
         self.geom, self.eps = geom, eps
-        probs, rows, cols = _block_dims(*geom.shape)
+        probs, rows, cols = _block_dims(geom)
         size = probs * rows * cols
+        self.transposed = _stored_transposed(geom)
         self.buffer = torch.empty(size, dtype=geom.dtype, device=geom.device)
         self.rows, self.cols = row.unsqueeze(-1), col.unsqueeze(-2)
         if geom.matrix is not None:
@@ -83,16 +95,25 @@ class _Tiles:
         else:
             self.left, self.right = geom.augmented(row, col, eps)
 
-    def _view(self, buffer: Tensor, bs: slice, rs: slice, cs: slice) -> Tensor:
+    def _view(self, buffer: Tensor, bs: slice, rs: slice, cs: slice, transposed: bool = False) -> Tensor:
         b, n, m = self.geom.shape
         shape = (len(range(b)[bs]), len(range(n)[rs]), len(range(m)[cs]))
+        if transposed:  # laid out (problems, columns, rows), returned as a (problems, rows, columns) view
+            return buffer[: shape[0] * shape[1] * shape[2]].view(shape[0], shape[2], shape[1]).transpose(1, 2)
         return buffer[: shape[0] * shape[1] * shape[2]].view(shape)
 
     def exponent(self, bs: slice, rs: slice, cs: slice) -> Tensor:
-        """The tile ``E[bs, rs, cs]``, in a reused buffer (valid until the next call)."""
-        out = self._view(self.buffer, bs, rs, cs)
+        """The tile ``E[bs, rs, cs]``, in a reused buffer (valid until the next call).
+
+        The tile of a transposed stored matrix is a transposed view, written along the matrix's memory.
+        """
+        out = self._view(self.buffer, bs, rs, cs, self.transposed)
         if self.geom.matrix is not None:
             cost = self.geom.matrix[bs, rs, cs]
+            if self.transposed:
+                out = out.transpose(1, 2)
+                torch.add(self.rows[bs, rs].transpose(1, 2), cost.transpose(1, 2), alpha=-1 / self.eps, out=out)
+                return out.add_(self.cols[bs, :, cs].transpose(1, 2)).transpose(1, 2)
         elif self.geom.kind == "euclidean":
             cost = self._view(self.distances, bs, rs, cs)
             torch.bmm(self.left[bs, rs], self.right[bs, cs].transpose(1, 2), out=cost)
@@ -116,9 +137,8 @@ def exp_tiles(
     0): the weights of the gradient of a Euclidean cost. A tile lives in a buffer that the next one overwrites:
     reduce it before asking for the next.
     """
-    batch, n, m = geom.shape
     tiles = _Tiles(geom, row, col, eps)
-    for bs, rs, cs in _blocks(batch, n, m):
+    for bs, rs, cs in _blocks(geom):
         tile = tiles.exponent(bs, rs, cs).exp_()
         if inverse_distance:
             distance = tiles.distance(bs, rs, cs)
@@ -152,10 +172,9 @@ def exp_sums(
 
 def row_max(geom: Geometry, row: Tensor, col: Tensor, eps: float) -> Tensor:
     """``max_j (r_i + c_j - C_ij / eps)``, ``(B, n)``."""
-    batch, n, m = geom.shape
     tiles = _Tiles(geom, row, col, eps)
-    out = row.new_full((batch, n), -math.inf)
-    for bs, rs, cs in _blocks(batch, n, m):
+    out = row.new_full(geom.shape[:2], -math.inf)
+    for bs, rs, cs in _blocks(geom):
         torch.maximum(out[bs, rs], tiles.exponent(bs, rs, cs).amax(-1), out=out[bs, rs])
     return out
 

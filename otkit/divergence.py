@@ -103,7 +103,7 @@ def sinkhorn_divergence(
     scaling = check_scaling(scaling)
     x, y, a, b, batch = prepare_problem(x, y, a, b, cost, options)
     problems, n, m = x.shape[0], x.shape[1], y.shape[1]
-    dense = choose_storage(storage, cost, problems * max(n, m) ** 2, x.dtype)
+    dense = choose_storage(storage, cost, problems * max(n, m) ** 2, x.dtype, x.shape[-1])
     geom_xy = Geometry.from_points(x, y, cost, dense, backend)
     pairs = [(geom_xy, a, b)]
     if debias:
