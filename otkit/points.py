@@ -42,8 +42,9 @@ DENSE_MIN_DIM = 16
 
 
 def choose_storage(storage: Storage, cost: Cost, entries: int, dtype: torch.dtype, dim: int | None = None) -> bool:
-    """Whether to store the cost densely (``True``) or stream it; ``entries`` is ``B n m``, ``dim`` is ``d``
-    (``None``: the size alone decides).
+    """Whether to store the cost densely (``True``) or stream it.
+
+    ``entries`` is ``B n m`` and ``dim`` is ``d`` (``None``: the size alone decides).
 
     Raises:
         ValueError: for an unknown ``storage`` or a callable cost with ``storage="streaming"``.
