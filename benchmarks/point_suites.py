@@ -1,0 +1,156 @@
+"""Point-cloud benchmarks: the Sinkhorn divergence against geomloss and POT, large clouds, streamed attention.
+
+Every measurement times a differentiable loss as it is used (forward and the backward to ``x``) unless a row says
+otherwise, and reads the peak working memory of a separate run (:class:`~benchmarks.harness.PeakMemory`).
+References are imported here only: geomloss's ``SamplesLoss`` (``backend="tensorized"``, and ``"online"``,
+which needs pykeops) and POT's ``ot.bregman.empirical_sinkhorn_divergence``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from benchmarks.harness import BenchRow, PeakMemory, time_call
+from otkit import SinkhornOptions, sinkhorn_attention, sinkhorn_divergence
+
+__all__ = ["attention_suite", "divergence_suite", "large_suite", "unit_clouds"]
+
+EPS = 0.05
+SCALING = 0.9  # geomloss's schedule: eps from 2 D^2 down to EPS by a factor 0.81 per iteration (D = 1)
+
+
+def unit_clouds(n: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Two uniform clouds in the unit cube, ``(n, d)`` each, scaled so that their bounding box has diagonal 1."""
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(n, d, generator=gen, dtype=dtype), torch.rand(n, d, generator=gen, dtype=dtype)
+    points = torch.cat([x, y])
+    diameter = (points.amax(0) - points.amin(0)).norm()
+    return x / diameter, y / diameter
+
+
+def _loss_and_grad(loss: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> Callable[[], float]:
+    def run() -> float:
+        leaf = x.clone().requires_grad_()
+        value = loss(leaf, y)
+        value.backward()
+        return float(value)
+
+    return run
+
+
+def _measure(run: Callable[[], float], repeat: int) -> tuple[float, float, float | None]:
+    """``(median ms, value, peak MB)``; the memory run is separate (the probe slows every op)."""
+    with PeakMemory("cpu") as mem:
+        value = run()
+    ms = time_call(run, repeat=repeat, warmup=0)
+    return ms, value, None if mem.peak is None else mem.peak / 2**20
+
+
+def _methods(n: int, include_dense: bool, keops: bool, tensorized_max: int) -> dict[str, Callable]:
+    """The divergences compared at one size: name -> loss(x, y)."""
+    methods: dict[str, Callable] = {}
+    for storage in ("streaming", "dense") if include_dense else ("streaming",):
+        methods[f"otkit {storage}, geomloss schedule"] = lambda x, y, s=storage: sinkhorn_divergence(
+            x, y, eps=EPS, scaling=SCALING, max_iter=1, tol=None, storage=s
+        )
+        methods[f"otkit {storage}, tol 1e-5"] = lambda x, y, s=storage: sinkhorn_divergence(
+            x, y, eps=EPS, tol=1e-5, storage=s
+        )
+    try:
+        import geomloss
+    except ImportError:
+        return methods
+    blur = math.sqrt(EPS / 2)  # ours with |x - y|^2 and eps is twice geomloss's (|x - y|^2 / 2, eps = blur^2)
+    backends = (["tensorized"] if n <= tensorized_max else []) + (["online"] if keops else [])
+    for backend in backends:
+        loss = geomloss.SamplesLoss("sinkhorn", p=2, blur=blur, scaling=SCALING, backend=backend)
+        methods[f"geomloss {backend}"] = lambda x, y, f=loss: 2 * f(x, y)
+    return methods
+
+
+def _keops_available() -> bool:
+    try:
+        import pykeops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _reference(x: Tensor, y: Tensor) -> float:
+    """The converged divergence in float64 (tol 1e-9), against which every method's value is compared."""
+    return float(sinkhorn_divergence(x.double(), y.double(), eps=EPS, tol=1e-9, max_iter=1000, storage="streaming"))
+
+
+def divergence_suite(
+    sizes: tuple[int, ...], dims: tuple[int, ...], repeat: int = 3, tensorized_max: int = 5000, pot_max: int = 5000
+) -> list[BenchRow]:
+    """Sinkhorn divergence, eps 0.05 on unit-diameter clouds, float32: otkit vs geomloss (tensorized while it fits,
+    online/KeOps) and POT. Ratio: geomloss online time / method time."""
+    keops = _keops_available()
+    rows: list[BenchRow] = []
+    for d in dims:
+        for n in sizes:
+            x, y = unit_clouds(n, d)
+            problem = f"n=m={n}, d={d}"
+            reference = _reference(x, y)
+            found: dict[str, tuple[float, float, float | None]] = {}
+            for name, loss in _methods(n, include_dense=n <= tensorized_max, keops=keops,
+                                       tensorized_max=tensorized_max).items():
+                found[name] = _measure(_loss_and_grad(loss, x, y), 1 if n >= 5000 else repeat)
+            if n <= pot_max:
+                found["POT empirical_sinkhorn_divergence (forward, linear part)"] = _pot(x, y)
+            base = found.get("geomloss online", (None,))[0]
+            for name, (ms, value, peak) in found.items():
+                extra = {"peak_mb": peak, "value": value, "converged_value": reference,
+                         "rel_err_vs_converged": abs(value - reference) / reference}
+                rows.append(
+                    BenchRow(
+                        suite="divergence", problem=problem, mode="forward+backward", method=name, ms=ms,
+                        ratio=None if base is None else base / ms, reference="geomloss online", extra=extra,
+                    )
+                )
+    return rows
+
+
+def _pot(x: Tensor, y: Tensor) -> tuple[float, float, float | None]:
+    import ot
+
+    def run() -> float:
+        return float(ot.bregman.empirical_sinkhorn_divergence(x, y, EPS, numIterMax=1000, stopThr=1e-5))
+
+    return _measure(run, 1)
+
+
+def large_suite(n: int = 100_000, d: int = 3) -> list[BenchRow]:
+    """One streamed divergence to tol 1e-5 at ``n = m`` (default 1e5): time and peak working memory."""
+    x, y = unit_clouds(n, d)
+    ms, value, peak = _measure(
+        _loss_and_grad(lambda p, q: sinkhorn_divergence(p, q, eps=EPS, tol=1e-5, storage="streaming"), x, y), 1
+    )
+    return [BenchRow(suite="large", problem=f"n=m={n}, d={d}", mode="forward+backward",
+                     method="otkit streaming, tol 1e-5", ms=ms, extra={"peak_mb": peak, "value": value})]
+
+
+def attention_suite(lengths: tuple[int, ...], dense_max: int, dim: int = 64, heads: int = 1) -> list[BenchRow]:
+    """Sinkhorn attention (default options: eps 1, 2 iterations), forward+backward, streamed vs dense."""
+    rows = []
+    for length in lengths:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, heads, length, dim, generator=gen) for _ in range(3))
+        for storage in ("streaming", "dense") if length <= dense_max else ("streaming",):
+
+            def run(s=storage, inputs=(q, k, v)) -> float:
+                leaves = [t.clone().requires_grad_() for t in inputs]
+                out = sinkhorn_attention(*leaves, options=SinkhornOptions(eps=1.0, max_iter=2, tol=None), storage=s)
+                out.square().mean().backward()
+                return float(out.square().mean())
+
+            ms, value, peak = _measure(run, 1)
+            rows.append(BenchRow(suite="attention", problem=f"L={length}, d={dim}, heads={heads}",
+                                 mode="forward+backward", method=f"otkit {storage}", ms=ms,
+                                 extra={"peak_mb": peak, "value": value}))
+    return rows
