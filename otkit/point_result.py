@@ -10,13 +10,13 @@ from torch import Tensor
 from otkit._point_value import PlanApply, plan_terms
 from otkit._tiles import exp_sums, row_max
 from otkit.geometry import Cost, Geometry, check_points
-from otkit.options import SinkhornOptions
+from otkit.result import Solution
 
 __all__ = ["PointCloudResult"]
 
 
 @dataclass(frozen=True)
-class PointCloudResult:
+class PointCloudResult(Solution):
     """Solution of a batch of entropic OT problems between point clouds (:func:`otkit.sinkhorn_points`).
 
     The plan ``P_ij = a_i b_j exp((f_i + g_j - C(x_i, y_j)) / eps)`` is only ever applied, tile by tile: memory
@@ -30,8 +30,8 @@ class PointCloudResult:
         geometry: The :class:`~otkit.geometry.Geometry` solved on (batch flattened), detached.
         x: ``(B, n, d)`` source points (batch flattened, compute dtype, detached).
         y: ``(B, m, d)`` target points.
-        a: ``(B, n)`` source weights.
-        b: ``(B, m)`` target weights.
+        a: ``(*batch, n)`` source weights.
+        b: ``(*batch, m)`` target weights.
         cost: The cost (name or callable).
         options: The :class:`~otkit.options.SinkhornOptions` of the solve.
         n_iter: Iterations run, annealing included.
@@ -39,45 +39,22 @@ class PointCloudResult:
         storage: ``"dense"`` or ``"streaming"``.
     """
 
-    f: Tensor
-    g: Tensor
     value: Tensor
     geometry: Geometry = field(repr=False)
     x: Tensor = field(repr=False)
     y: Tensor = field(repr=False)
-    a: Tensor = field(repr=False)
-    b: Tensor = field(repr=False)
     cost: Cost = field(repr=False)
-    options: SinkhornOptions
-    n_iter: int
-    errors: Tensor = field(repr=False)
     storage: str
-
-    @property
-    def eps(self) -> float:
-        """Entropic regularisation."""
-        return self.options.eps
 
     @property
     def batch_shape(self) -> torch.Size:
         """The leading dims of the problems."""
         return self.value.shape
 
-    @property
-    def error(self) -> Tensor:
-        """The last stopping error per problem ``(*batch)``: relative L1 violation of the column condition."""
-        return self.errors[-1]
-
-    @property
-    def converged(self) -> Tensor:
-        """Per-problem convergence flags ``(*batch)`` (all ``True`` without a tolerance)."""
-        if self.options.tol is None:
-            return torch.ones_like(self.error, dtype=torch.bool)
-        return self.error <= self.options.tol
-
     def _terms(self) -> tuple[Tensor, Tensor]:
-        n, m = self.f.shape[-1], self.g.shape[-1]
-        return plan_terms(self.a, self.b, self.f.reshape(-1, n), self.g.reshape(-1, m), self.eps)
+        """``(log a + f / eps, log b + g / eps)``, batch flattened: ``(B, n)`` and ``(B, m)``."""
+        flat = (t.reshape(-1, t.shape[-1]) for t in (self.a, self.b, self.f, self.g))
+        return plan_terms(*flat, self.eps)
 
     def apply(self, v: Tensor, transpose: bool = False) -> Tensor:
         """The plan applied to vectors or matrices, without forming it: ``P v`` (or ``P^T v``).
@@ -108,16 +85,6 @@ class PointCloudResult:
         rows = exp_sums(self.geometry, row, col, self.eps)
         cols = exp_sums(self.geometry.transpose(), col, row, self.eps)
         return rows.reshape(self.f.shape), cols.reshape(self.g.shape)
-
-    @property
-    def marginal_error(self) -> tuple[Tensor, Tensor]:
-        """L1 violations of the marginal optimality conditions per problem, as :attr:`SinkhornResult.marginal_error`."""
-        rows, cols = self.marginals()
-        rho_a, rho_b = self.options.rho_a, self.options.rho_b
-        a, b = self.a.reshape(self.f.shape), self.b.reshape(self.g.shape)
-        target_a = a if rho_a is None else a * torch.exp(-self.f / rho_a)
-        target_b = b if rho_b is None else b * torch.exp(-self.g / rho_b)
-        return (rows - target_a).abs().sum(-1), (cols - target_b).abs().sum(-1)
 
     def barycentric_map(self, points: Tensor | None = None) -> Tensor:
         """Where the plan sends each source point: ``T(x_i) = sum_j P_ij y_j / sum_j P_ij``, ``(*batch, n, d)``.

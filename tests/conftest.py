@@ -45,3 +45,14 @@ def random_problem(batch, n, m, dtype=torch.float64, zero_weights=False, seed=0)
         a[..., 0] = 0
         b[..., -1] = 0
     return cost, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+
+
+def random_clouds(batch=(), n=37, m=29, d=3, seed=0, dtype=torch.float64):
+    """Clouds ``x (*batch, n, d)`` in the unit cube and ``y (*batch, m, d)`` in a shifted smaller cube, with
+    normalised positive weights ``a (*batch, n)``, ``b (*batch, m)``."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(*batch, n, d, generator=gen, dtype=dtype)
+    y = torch.rand(*batch, m, d, generator=gen, dtype=dtype) * 0.8 + 0.3
+    a = torch.rand(*batch, n, generator=gen, dtype=dtype) + 0.2
+    b = torch.rand(*batch, m, generator=gen, dtype=dtype) + 0.2
+    return x, y, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import otkit
+from tests.conftest import random_clouds
 
 F64 = torch.float64
 EPS = 0.05
@@ -22,12 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clouds(n=50, m=40, d=2, seed=0, batch=()):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(*batch, n, d, generator=gen, dtype=F64)
-    y = torch.rand(*batch, m, d, generator=gen, dtype=F64) * 0.8 + 0.3
-    a = torch.rand(*batch, n, generator=gen, dtype=F64) + 0.2
-    b = torch.rand(*batch, m, generator=gen, dtype=F64) + 0.2
-    return x, y, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    return random_clouds(batch, n, m, d, seed)
 
 
 def _geomloss(scaling, rho=None, p=2, debias=True):

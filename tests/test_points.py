@@ -7,6 +7,7 @@ import torch
 
 import otkit
 from otkit import SinkhornOptions, _tiles
+from tests.conftest import random_clouds
 
 F64 = torch.float64
 COSTS = ["sqeuclidean", "euclidean", "cosine", "dot"]
@@ -14,13 +15,8 @@ RELAXATIONS = [(None, None), (0.5, None), (0.7, 1.3)]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _clouds(batch=(2,), n=37, m=29, d=3, seed=0, dtype=F64):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(*batch, n, d, generator=gen, dtype=dtype)
-    y = torch.rand(*batch, m, d, generator=gen, dtype=dtype) * 0.8 + 0.3
-    a = torch.rand(*batch, n, generator=gen, dtype=dtype) + 0.2
-    b = torch.rand(*batch, m, generator=gen, dtype=dtype) + 0.2
-    return x, y, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+def _clouds(batch=(2,), n=37, m=29, d=3, seed=0):
+    return random_clouds(batch, n, m, d, seed)
 
 
 @pytest.fixture
