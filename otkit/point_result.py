@@ -30,8 +30,8 @@ class PointCloudResult(Solution):
         geometry: The :class:`~otkit.geometry.Geometry` solved on (batch flattened), detached.
         x: ``(B, n, d)`` source points (batch flattened, compute dtype, detached).
         y: ``(B, m, d)`` target points.
-        a: ``(*batch, n)`` source weights.
-        b: ``(*batch, m)`` target weights.
+        a: ``(*batch, n)`` source weights, detached.
+        b: ``(*batch, m)`` target weights, detached.
         cost: The cost (name or callable).
         options: The :class:`~otkit.options.SinkhornOptions` of the solve.
         n_iter: Iterations run, annealing included.
