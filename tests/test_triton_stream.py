@@ -53,16 +53,16 @@ def _case_kernels_match_the_torch_tiles() -> None:
 def _case_solvers_and_attention_end_to_end() -> None:
     gen = torch.Generator().manual_seed(1)
     x, y = torch.rand(30, 2, generator=gen), torch.rand(21, 2, generator=gen) * 0.8 + 0.3
-    options = SinkhornOptions(eps=0.05, max_iter=200, tol=1e-4, backend="triton")
-    res = otkit.sinkhorn_points(x, y, options=options, scaling=0.8, storage="streaming")
-    ref = otkit.sinkhorn_points(x, y, options=options.replace(backend="torch"), scaling=0.8, storage="streaming")
+    options = SinkhornOptions(eps=0.1, max_iter=200, tol=1e-4, backend="triton")
+    res = otkit.sinkhorn_points(x, y, options=options, scaling=0.5, storage="streaming")
+    ref = otkit.sinkhorn_points(x, y, options=options.replace(backend="torch"), scaling=0.5, storage="streaming")
     assert res.n_iter == ref.n_iter
     torch.testing.assert_close(res.value, ref.value, rtol=1e-5, atol=0)
     torch.testing.assert_close(res.barycentric_map(), ref.barycentric_map(), rtol=1e-5, atol=1e-6)
     grads = []
     for backend in ("triton", "torch"):
         xx = x.clone().requires_grad_()
-        otkit.sinkhorn_divergence(xx, y, eps=0.05, tol=1e-4, storage="streaming", backend=backend).backward()
+        otkit.sinkhorn_divergence(xx, y, eps=0.1, tol=1e-4, storage="streaming", backend=backend).backward()
         grads.append(xx.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     q, k, v = (torch.randn(2, 20, 8, generator=gen) for _ in range(3))
