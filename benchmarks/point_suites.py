@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from benchmarks.harness import BenchRow, PeakMemory, time_call
+from benchmarks.harness import BenchRow, PeakMemory, console, time_call
 from otkit import SinkhornOptions, sinkhorn_attention, sinkhorn_divergence
 
 __all__ = ["attention_suite", "divergence_suite", "large_suite", "unit_clouds"]
@@ -86,10 +86,15 @@ def _reference(x: Tensor, y: Tensor) -> float:
 
 
 def divergence_suite(
-    sizes: tuple[int, ...], dims: tuple[int, ...], repeat: int = 3, tensorized_max: int = 5000, pot_max: int = 5000
+    sizes: tuple[int, ...],
+    dims: tuple[int, ...],
+    repeat: int = 3,
+    tensorized_max: int = 5000,
+    pot_max: int = 5000,
+    keops_max: int = 20000,
 ) -> list[BenchRow]:
     """Sinkhorn divergence, eps 0.05 on unit-diameter clouds, float32: otkit vs geomloss (tensorized while it fits,
-    online/KeOps) and POT. Ratio: geomloss online time / method time."""
+    online/KeOps up to ``keops_max`` points) and POT. Ratio: geomloss online time / method time."""
     keops = _keops_available()
     rows: list[BenchRow] = []
     for d in dims:
@@ -98,9 +103,10 @@ def divergence_suite(
             problem = f"n=m={n}, d={d}"
             reference = _reference(x, y)
             found: dict[str, tuple[float, float, float | None]] = {}
-            for name, loss in _methods(n, include_dense=n <= tensorized_max, keops=keops,
+            for name, loss in _methods(n, include_dense=n <= tensorized_max, keops=keops and n <= keops_max,
                                        tensorized_max=tensorized_max).items():
                 found[name] = _measure(_loss_and_grad(loss, x, y), 1 if n >= 5000 else repeat)
+                console.log(f"{problem}: {name} {found[name][0]:.0f} ms")
             if n <= pot_max:
                 found["POT empirical_sinkhorn_divergence (forward, linear part)"] = _pot(x, y)
             base = found.get("geomloss online", (None,))[0]

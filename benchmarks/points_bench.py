@@ -28,7 +28,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--suite", dest="suites", action="append", choices=[*SUITES, "all"],
                         help="which comparisons to run (repeatable; default all)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per method up to n = 5000 (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per method below n = 5000 (default 3)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000], help="divergence: n = m")
+    parser.add_argument("--dims", type=int, nargs="+", default=[3, 64], help="divergence: point dimensions")
+    parser.add_argument("--keops-max", type=int, default=20000, help="largest n timed with geomloss online (KeOps)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/points_cpu.json)")
     args = parser.parse_args(argv)
     chosen = set(args.suites or ["all"])
@@ -41,9 +44,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     rows = []
     if "divergence" in args.suites:
-        sizes, dims = ((300, 1000), (3,)) if args.quick else ((1000, 5000, 20000), (3, 64))
+        sizes, dims = ((300, 1000), (3,)) if args.quick else (tuple(args.sizes), tuple(args.dims))
         with console.status("Sinkhorn divergence: otkit vs geomloss and POT..."):
-            found = point_suites.divergence_suite(sizes, dims, repeat=args.repeat)
+            found = point_suites.divergence_suite(sizes, dims, repeat=args.repeat, keops_max=args.keops_max)
         rows += found
         print_table(
             "Sinkhorn divergence, eps 0.05, unit diameter, float32, forward+backward (ratio: geomloss online / method)",
