@@ -32,5 +32,5 @@ def test_quick_memory_suite_writes_json(tmp_path):
 
 
 def test_scripts_run_as_modules():
-    for module in ("benchmarks.sinkhorn_bench", "benchmarks.gpu_sinkhorn_bench"):
+    for module in ("benchmarks.sinkhorn_bench", "benchmarks.gpu_sinkhorn_bench", "benchmarks.points_bench"):
         assert "usage:" in _run("-m", module, "--help").stdout
