@@ -143,7 +143,9 @@ def sinkhorn_points(
             PyTorch tiles. ``grad`` is not used: see Returns.
         scaling: eps-annealing as geomloss's ``scaling``: eps starts at the cost's spread
             (:meth:`~otkit.geometry.Geometry.spread`) and shrinks by ``scaling ** p`` per iteration (``p = 2`` for
-            ``sqeuclidean``, else 1) down to ``eps``; ``None``: no annealing.
+            ``sqeuclidean``, else 1) down to ``eps``, with geomloss's averaged updates of both potentials
+            during the sweep and its full update at ``eps`` after it (:mod:`otkit._point_loops`); ``None``: no
+            annealing.
         init: Warm start ``(f, g)`` of shapes ``(..., n)`` and ``(..., m)`` in cost units.
         storage: ``"dense"``, ``"streaming"`` or ``"auto"``: dense while the matrix of the whole batch takes at
             most :data:`DENSE_MAX_BYTES` and ``d >= DENSE_MIN_DIM`` (16), streaming otherwise.
