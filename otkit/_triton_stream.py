@@ -35,8 +35,21 @@ BLOCK_N, BLOCK_M = 64, 64  # rows per program, columns per step
 if triton is not None:
 
     @triton.jit
-    def _exponent(x, y_base, row, col_base, cols, m, k, stride_ym, stride_yk, stride_cm, inv_eps,
-                  K: tl.constexpr, EUCLIDEAN: tl.constexpr):
+    def _exponent(
+        x,
+        y_base,
+        row,
+        col_base,
+        cols,
+        m,
+        k,
+        stride_ym,
+        stride_yk,
+        stride_cm,
+        inv_eps,
+        K: tl.constexpr,
+        EUCLIDEAN: tl.constexpr,
+    ):
         """The ``(BLOCK_N, BLOCK_M)`` exponent of one column block; masked columns get ``-inf``."""
         ks = tl.arange(0, K)
         y = tl.load(
@@ -51,8 +64,9 @@ if triton is not None:
         return tl.where(cols[None, :] < m, e, -float("inf"))
 
     @triton.jit
-    def _load_rows(x_ptr, row_ptr, pid_b, rows, n, k, stride_xb, stride_xn, stride_xk, stride_rb, stride_rn,
-                   K: tl.constexpr):
+    def _load_rows(
+        x_ptr, row_ptr, pid_b, rows, n, k, stride_xb, stride_xn, stride_xk, stride_rb, stride_rn, K: tl.constexpr
+    ):
         ks = tl.arange(0, K)
         x = tl.load(
             x_ptr + pid_b * stride_xb + rows[:, None] * stride_xn + ks[None, :] * stride_xk,
@@ -63,41 +77,112 @@ if triton is not None:
         return x, row
 
     @triton.jit
-    def _lse_kernel(x_ptr, y_ptr, row_ptr, col_ptr, out_ptr, n, m, k,
-                    stride_xb, stride_xn, stride_xk, stride_yb, stride_ym, stride_yk,
-                    stride_rb, stride_rn, stride_cb, stride_cm, inv_eps,
-                    K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, EUCLIDEAN: tl.constexpr):
+    def _lse_kernel(
+        x_ptr,
+        y_ptr,
+        row_ptr,
+        col_ptr,
+        out_ptr,
+        n,
+        m,
+        k,
+        stride_xb,
+        stride_xn,
+        stride_xk,
+        stride_yb,
+        stride_ym,
+        stride_yk,
+        stride_rb,
+        stride_rn,
+        stride_cb,
+        stride_cm,
+        inv_eps,
+        K: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        EUCLIDEAN: tl.constexpr,
+    ):
         pid_b, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1)
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        x, row = _load_rows(x_ptr, row_ptr, pid_b, rows, n, k, stride_xb, stride_xn, stride_xk, stride_rb,
-                            stride_rn, K)
+        x, row = _load_rows(x_ptr, row_ptr, pid_b, rows, n, k, stride_xb, stride_xn, stride_xk, stride_rb, stride_rn, K)
         run_max = tl.full([BLOCK_N], -float("inf"), dtype=tl.float32)
         run_sum = tl.zeros([BLOCK_N], dtype=tl.float32)
         for start in range(0, m, BLOCK_M):
             cols = start + tl.arange(0, BLOCK_M)
-            e = _exponent(x, y_ptr + pid_b * stride_yb, row, col_ptr + pid_b * stride_cb, cols, m, k, stride_ym,
-                          stride_yk, stride_cm, inv_eps, K, EUCLIDEAN)
+            e = _exponent(
+                x,
+                y_ptr + pid_b * stride_yb,
+                row,
+                col_ptr + pid_b * stride_cb,
+                cols,
+                m,
+                k,
+                stride_ym,
+                stride_yk,
+                stride_cm,
+                inv_eps,
+                K,
+                EUCLIDEAN,
+            )
             new_max = tl.maximum(run_max, tl.max(e, axis=1))
             run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(e - new_max[:, None]), axis=1)
             run_max = new_max
         tl.store(out_ptr + pid_b * n + rows, run_max + tl.log(run_sum), mask=rows < n)
 
     @triton.jit
-    def _sums_kernel(x_ptr, y_ptr, row_ptr, col_ptr, v_ptr, out_ptr, n, m, k, kv,
-                     stride_xb, stride_xn, stride_xk, stride_yb, stride_ym, stride_yk,
-                     stride_rb, stride_rn, stride_cb, stride_cm, stride_vb, stride_vm, stride_vk, inv_eps,
-                     K: tl.constexpr, KV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
-                     EUCLIDEAN: tl.constexpr):
+    def _sums_kernel(
+        x_ptr,
+        y_ptr,
+        row_ptr,
+        col_ptr,
+        v_ptr,
+        out_ptr,
+        n,
+        m,
+        k,
+        kv,
+        stride_xb,
+        stride_xn,
+        stride_xk,
+        stride_yb,
+        stride_ym,
+        stride_yk,
+        stride_rb,
+        stride_rn,
+        stride_cb,
+        stride_cm,
+        stride_vb,
+        stride_vm,
+        stride_vk,
+        inv_eps,
+        K: tl.constexpr,
+        KV: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        EUCLIDEAN: tl.constexpr,
+    ):
         pid_b, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1)
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        x, row = _load_rows(x_ptr, row_ptr, pid_b, rows, n, k, stride_xb, stride_xn, stride_xk, stride_rb,
-                            stride_rn, K)
+        x, row = _load_rows(x_ptr, row_ptr, pid_b, rows, n, k, stride_xb, stride_xn, stride_xk, stride_rb, stride_rn, K)
         ks = tl.arange(0, KV)
         acc = tl.zeros([BLOCK_N, KV], dtype=tl.float32)
         for start in range(0, m, BLOCK_M):
             cols = start + tl.arange(0, BLOCK_M)
-            e = _exponent(x, y_ptr + pid_b * stride_yb, row, col_ptr + pid_b * stride_cb, cols, m, k, stride_ym,
-                          stride_yk, stride_cm, inv_eps, K, EUCLIDEAN)
+            e = _exponent(
+                x,
+                y_ptr + pid_b * stride_yb,
+                row,
+                col_ptr + pid_b * stride_cb,
+                cols,
+                m,
+                k,
+                stride_ym,
+                stride_yk,
+                stride_cm,
+                inv_eps,
+                K,
+                EUCLIDEAN,
+            )
             v = tl.load(
                 v_ptr + pid_b * stride_vb + cols[:, None] * stride_vm + ks[None, :] * stride_vk,
                 mask=(cols[:, None] < m) & (ks[None, :] < kv),
@@ -151,9 +236,26 @@ def stream_lse(geom, col: Tensor, eps: float) -> Tensor:
     out = torch.empty(batch, n, dtype=torch.float32, device=col.device)
     k = left.shape[-1]
     _launch(
-        _lse_kernel, geom, triton.cdiv(n, BLOCK_N), left, right, row, col, out, n, m, k,
-        *left.stride(), *right.stride(), *row.stride(), *col.stride(), 1.0 / eps,
-        K=max(16, triton.next_power_of_2(k)), BLOCK_N=BLOCK_N, BLOCK_M=BLOCK_M, EUCLIDEAN=euclidean,
+        _lse_kernel,
+        geom,
+        triton.cdiv(n, BLOCK_N),
+        left,
+        right,
+        row,
+        col,
+        out,
+        n,
+        m,
+        k,
+        *left.stride(),
+        *right.stride(),
+        *row.stride(),
+        *col.stride(),
+        1.0 / eps,
+        K=max(16, triton.next_power_of_2(k)),
+        BLOCK_N=BLOCK_N,
+        BLOCK_M=BLOCK_M,
+        EUCLIDEAN=euclidean,
     )
     return out
 
@@ -166,9 +268,29 @@ def stream_exp_sums(geom, row: Tensor, col: Tensor, eps: float, values: Tensor |
     kv, k = vals.shape[-1], left.shape[-1]
     out = torch.empty(batch, n, kv, dtype=torch.float32, device=col.device)
     _launch(
-        _sums_kernel, geom, triton.cdiv(n, BLOCK_N), left, right, row, col, vals, out, n, m, k, kv,
-        *left.stride(), *right.stride(), *row.stride(), *col.stride(), *vals.stride(), 1.0 / eps,
-        K=max(16, triton.next_power_of_2(k)), KV=max(16, triton.next_power_of_2(kv)), BLOCK_N=BLOCK_N,
-        BLOCK_M=BLOCK_M, EUCLIDEAN=euclidean,
+        _sums_kernel,
+        geom,
+        triton.cdiv(n, BLOCK_N),
+        left,
+        right,
+        row,
+        col,
+        vals,
+        out,
+        n,
+        m,
+        k,
+        kv,
+        *left.stride(),
+        *right.stride(),
+        *row.stride(),
+        *col.stride(),
+        *vals.stride(),
+        1.0 / eps,
+        K=max(16, triton.next_power_of_2(k)),
+        KV=max(16, triton.next_power_of_2(kv)),
+        BLOCK_N=BLOCK_N,
+        BLOCK_M=BLOCK_M,
+        EUCLIDEAN=euclidean,
     )
     return out.squeeze(-1) if values is None else out

@@ -54,9 +54,7 @@ def _check_cloud(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or Inf coordinates; clean or drop those points.")
 
 
-def check_points(
-    x: Tensor, y: Tensor, cost: Cost, names: tuple[str, str] = ("x", "y")
-) -> tuple[Tensor, Tensor]:
+def check_points(x: Tensor, y: Tensor, cost: Cost, names: tuple[str, str] = ("x", "y")) -> tuple[Tensor, Tensor]:
     """Validate two clouds and broadcast their batch dims: ``x (..., n, d)``, ``y (..., m, d)``.
 
     Returns both in the compute dtype (float64 stays, anything else becomes float32), batch dims broadcast.

@@ -219,4 +219,3 @@ def warn_unconverged(flags: list[Tensor], options: SinkhornOptions) -> None:
             ConvergenceWarning,
             stacklevel=caller_stacklevel(),
         )
-

@@ -31,6 +31,7 @@ __all__ = ["PROFILER_RANGE", "ConvergenceWarning", "sinkhorn"]
 # run sums the solver's share of a model's time from it (benchmarks/model_bench.py does).
 PROFILER_RANGE = "otkit.sinkhorn"
 
+
 class ConvergenceWarning(UserWarning):
     """Sinkhorn stopped at ``max_iter`` before every problem reached ``tol``."""
 
