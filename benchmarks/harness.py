@@ -152,6 +152,7 @@ class PeakMemory(TorchDispatchMode):
         self.device = torch.device(device)
         self.base = 0
         self.peak: int | None = None
+        self.ops = 0  # ATen ops sampled (CPU): the probe costs about 10 us each
 
     def _used(self) -> int:
         info = _LIBC.mallinfo2()
@@ -181,6 +182,7 @@ class PeakMemory(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self.peak = max(self.peak, self._used() - self.base)
+        self.ops += 1
         return out
 
 

@@ -8,17 +8,22 @@ need the data (NaN, negative weights, masses) cost one host synchronisation per 
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "caller_stacklevel",
     "check_cost",
+    "check_masses",
     "check_positive_float",
     "check_precision",
     "check_rho",
     "compute_dtype",
     "is_tracing",
+    "prepare_init",
     "prepare_marginal",
 ]
 
@@ -27,6 +32,7 @@ __all__ = [
 PRECISION_LIMIT = {torch.float32: 1e5, torch.float64: 1e13}
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def is_tracing() -> bool:
@@ -140,3 +146,48 @@ def prepare_marginal(weights: Tensor | None, shape: torch.Size, like: Tensor, na
                 "Drop empty problems or give them uniform weights."
             )
     return weights
+
+
+def check_masses(a: Tensor, b: Tensor) -> None:
+    """Raise unless every problem's marginals ``a (..., n)`` and ``b (..., m)`` have the same total mass."""
+    mass_a, mass_b = a.sum(-1), b.sum(-1)
+    gap = ((mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)).max()
+    if bool(gap > (1e-10 if a.dtype == torch.float64 else 1e-5)):
+        raise ValueError(
+            f"a and b have different total masses (largest relative gap {gap.item():.3g}) but the problem is "
+            "balanced. Normalise both to the same mass (for example a / a.sum(-1, keepdim=True)), or relax a "
+            "marginal with rho_a= / rho_b= (unbalanced OT)."
+        )
+
+
+def prepare_init(
+    init: tuple[Tensor, Tensor] | None, shape_f: torch.Size, shape_g: torch.Size, like: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
+    """A warm start ``(f, g)`` broadcast to ``shape_f`` and ``shape_g``, detached, in the dtype/device of ``like``."""
+    if init is None:
+        return None, None
+    if not (isinstance(init, (tuple, list)) and len(init) == 2):
+        raise ValueError("init must be a pair of potentials (f, g) of shapes (*batch, n) and (*batch, m).")
+    out = []
+    for name, pot, shape in (("init[0] (f)", init[0], shape_f), ("init[1] (g)", init[1], shape_g)):
+        pot = torch.as_tensor(pot).detach().to(dtype=like.dtype, device=like.device)
+        try:
+            pot = pot.expand(shape)
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {tuple(pot.shape)} does not broadcast to {tuple(shape)}.") from None
+        if not is_tracing() and not bool(torch.isfinite(pot).all()):
+            raise ValueError(f"{name} contains NaN or Inf; pass finite potentials, e.g. from a previous result.")
+        out.append(pot)
+    return out[0], out[1]
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside otkit, for a warning issued by the caller of this function.
+
+    The warning then points at the user's call of :func:`otkit.sinkhorn`, :meth:`SinkhornOptions.solve` or an
+    operator.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -15,9 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from otkit._validation import check_cost
+from otkit._attention_stream import streamed_attention
+from otkit._validation import check_cost, compute_dtype
+from otkit.geometry import Geometry, check_points
 from otkit.multi_prompt import multi_prompt_transport, unit_vectors
 from otkit.options import SinkhornOptions
+from otkit.points import Storage, check_spread, choose_storage
 
 __all__ = ["ATTENTION_OPTIONS", "MultiPromptSinkhornAttention", "SinkhornAttention", "sinkhorn_attention"]
 
@@ -45,6 +48,46 @@ def _padding_weights(mask: Tensor | None, shape: torch.Size, like: Tensor, name:
     return weights / count.clamp_min(1)
 
 
+def _streams(storage: Storage, q: Tensor, k: Tensor, return_weights: bool, dropout_p: float) -> bool:
+    """Whether :func:`sinkhorn_attention` takes the streamed path."""
+    entries = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]).numel() * q.shape[-2] * k.shape[-2]
+    if storage == "streaming" and (return_weights or dropout_p > 0):
+        raise ValueError(
+            "storage='streaming' never forms the attention matrix, so it cannot return it or drop entries of it: "
+            "pass return_weights=False and dropout_p=0, or storage='dense'."
+        )
+    streamed = not choose_storage(storage, "dot", entries, compute_dtype(q.dtype))
+    return streamed and not (return_weights or dropout_p > 0)
+
+
+def _streamed(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    options: SinkhornOptions,
+    key_padding_mask: Tensor | None,
+    query_padding_mask: Tensor | None,
+    cost: CostKind,
+) -> Tensor:
+    """The streamed path of :func:`sinkhorn_attention` (:mod:`otkit._attention_stream`)."""
+    dtype = compute_dtype(q.dtype)
+    x, y = check_points(q.to(dtype), k.to(dtype), "dot", names=("q", "k"))
+    batch, (n, m) = x.shape[:-2], (x.shape[-2], y.shape[-2])
+    if cost == "dot":
+        x = x / q.shape[-1] ** 0.5
+    else:
+        x, y = unit_vectors(x), unit_vectors(y)
+    check_spread(Geometry(cost, x.detach(), y.detach()).spread(), options.eps, dtype)
+    uniform = lambda size: x.new_full((size,), 1.0 / size).expand(*batch, size)  # noqa: E731
+    a = _padding_weights(query_padding_mask, (*batch, n), x, "query_padding_mask")
+    b = _padding_weights(key_padding_mask, (*batch, m), x, "key_padding_mask")
+    a, b = uniform(n) if a is None else a, uniform(m) if b is None else b
+    values = v.to(dtype).expand(*batch, m, v.shape[-1])
+    flat = [t.reshape(-1, *t.shape[len(batch) :]) for t in (x, y, values, a, b)]
+    out = streamed_attention(*flat, cost, options)
+    return out.reshape(*batch, n, v.shape[-1]).to(v.dtype)
+
+
 def sinkhorn_attention(
     q: Tensor,
     k: Tensor,
@@ -56,6 +99,7 @@ def sinkhorn_attention(
     cost: CostKind = "dot",
     dropout_p: float = 0.0,
     return_weights: bool = False,
+    storage: Storage = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Sinkformer attention: softmax attention whose matrix is also normalised over the queries.
 
@@ -85,6 +129,11 @@ def sinkhorn_attention(
         cost: ``"dot"`` for ``-q.k / sqrt(d)`` or ``"cosine"`` for ``1 - cos(q, k)``.
         dropout_p: Dropout on the attention weights.
         return_weights: Also return the attention matrix ``(..., L_q, L_k)``.
+        storage: ``"dense"`` forms the ``L_q x L_k`` matrix; ``"streaming"`` never does: the iterations stream
+            tiles of ``q k^T`` (log domain) and the backward recomputes them, with the gradient of the iterations
+            run (``grad="unroll"``'s) and memory ``O(L (d + max_iter))``; it refuses ``return_weights`` and
+            ``dropout_p > 0``. ``"auto"``: streaming when the matrices of the batch would take more than
+            :data:`otkit.points.DENSE_MAX_BYTES` and neither is asked for.
 
     Returns:
         ``(..., L_q, d_v)``, and the attention weights if ``return_weights``.
@@ -96,6 +145,8 @@ def sinkhorn_attention(
             f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; need q (..., L_q, d), "
             "k (..., L_k, d), v (..., L_k, d_v)."
         )
+    if _streams(storage, q, k, return_weights, dropout_p):
+        return _streamed(q, k, v, options, key_padding_mask, query_padding_mask, cost)
     if cost == "dot":
         c = -(q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
     else:
@@ -132,6 +183,8 @@ class SinkhornAttention(nn.Module):
         options: Solver settings of :func:`sinkhorn_attention` (``eps`` the temperature, ``max_iter`` the
             Sinkhorn iterations per forward, ``0`` = softmax attention), stored as ``self.options``.
         cost: ``"dot"`` or ``"cosine"``.
+        storage: ``"auto"``, ``"dense"`` or ``"streaming"`` (see :func:`sinkhorn_attention`); long sequences
+            stream when the weights are not asked for (``need_weights=False``) and dropout is off.
     """
 
     def __init__(
@@ -143,12 +196,13 @@ class SinkhornAttention(nn.Module):
         *,
         options: SinkhornOptions = ATTENTION_OPTIONS,
         cost: CostKind = "dot",
+        storage: Storage = "auto",
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
-        self.options, self.cost = options, cost
+        self.options, self.cost, self.storage = options, cost, storage
         self.batch_first = True
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim)) if bias else None
@@ -199,7 +253,7 @@ class SinkhornAttention(nn.Module):
         q, k, v = split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v)
         kpm = None if key_padding_mask is None else key_padding_mask[:, None, :]
         qpm = kpm if (key_padding_mask is not None and query is key) else None
-        out, weights = sinkhorn_attention(
+        attended = sinkhorn_attention(
             q,
             k,
             v,
@@ -208,8 +262,10 @@ class SinkhornAttention(nn.Module):
             query_padding_mask=qpm,
             cost=self.cost,
             dropout_p=self.dropout if self.training else 0.0,
-            return_weights=True,
+            return_weights=need_weights,
+            storage=self.storage,
         )
+        out, weights = attended if need_weights else (attended, None)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         if not need_weights:
             return out, None

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from otkit.options import SinkhornOptions
 
-__all__ = ["SinkhornResult"]
+__all__ = ["SinkhornResult", "Solution"]
 
 
 def _safe_log(w: Tensor) -> Tensor:
@@ -29,38 +29,20 @@ def _generalised_kl(p: Tensor, q: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class SinkhornResult:
-    """Solution of a batch of entropic optimal transport problems.
+class Solution:
+    """The fields every result has, and what is derived from them and from the subclass's ``marginals()``.
 
-    The plan is never stored: it is rebuilt from the potentials, exactly as
-    ``P[..., i, j] = a_i * b_j * exp((f_i + g_j - C_ij) / eps)``, each time :attr:`plan` is read, so a result
-    costs only ``O(n + m)`` memory per problem beyond the cost it refers to.
-
-    Attributes:
-        f: Row potential ``(*batch, n)`` in cost units (float32 for half-precision inputs).
-        g: Column potential ``(*batch, m)`` in cost units.
-        cost: The cost ``(*batch, n, m)`` in the dtype the solver computed in.
-        a: Row marginal ``(*batch, n)``.
-        b: Column marginal ``(*batch, m)``.
-        options: The :class:`~otkit.options.SinkhornOptions` of the solve (``eps``, ``rho_a``, ``rho_b`` and
-            ``tol`` are also readable directly on the result).
-        n_iter: Sinkhorn iterations run (one iteration updates ``f`` then ``g``).
-        errors: Stopping errors ``(n_checks, *batch)`` recorded at each convergence check (see :attr:`tol`); the
-            triton backend keeps the last check only (``n_checks = 1``).
-        domain: ``"log"`` or ``"kernel"``, the domain the iterations ran in.
-        backend: ``"torch"`` (PyTorch loops) or ``"triton"`` (the fused GPU kernel), where they ran.
+    The base of :class:`SinkhornResult` and :class:`~otkit.point_result.PointCloudResult` (which document the
+    fields).
     """
 
     f: Tensor
     g: Tensor
-    cost: Tensor = field(repr=False)
     a: Tensor = field(repr=False)
     b: Tensor = field(repr=False)
     options: SinkhornOptions
     n_iter: int
     errors: Tensor = field(repr=False)
-    domain: str
-    backend: str = "torch"
 
     @property
     def eps(self) -> float:
@@ -83,16 +65,6 @@ class SinkhornResult:
         return self.options.tol
 
     @property
-    def plan(self) -> Tensor:
-        """The transport plan ``(*batch, n, m)``, differentiable through the potentials and the inputs.
-
-        Computed as ``exp((f + g - C) / eps + log a + log b)``: a zero weight gives an exact zero even where the
-        exponent of its (meaningless) potential is huge, and a zero gradient.
-        """
-        log_kernel = (self.f.unsqueeze(-1) + self.g.unsqueeze(-2) - self.cost) / self.eps
-        return torch.exp(log_kernel + _safe_log(self.a).unsqueeze(-1) + _safe_log(self.b).unsqueeze(-2))
-
-    @property
     def error(self) -> Tensor:
         """The last stopping error per problem ``(*batch)``: relative L1 violation of the column condition."""
         return self.errors[-1]
@@ -103,11 +75,6 @@ class SinkhornResult:
         if self.tol is None:
             return torch.ones_like(self.error, dtype=torch.bool)
         return self.error <= self.tol
-
-    def marginals(self) -> tuple[Tensor, Tensor]:
-        """Row and column sums of the plan, ``(*batch, n)`` and ``(*batch, m)``."""
-        plan = self.plan
-        return plan.sum(-1), plan.sum(-2)
 
     @property
     def marginal_error(self) -> tuple[Tensor, Tensor]:
@@ -120,6 +87,49 @@ class SinkhornResult:
         target_a = self.a if self.rho_a is None else torch.exp(_safe_log(self.a) - self.f / self.rho_a)
         target_b = self.b if self.rho_b is None else torch.exp(_safe_log(self.b) - self.g / self.rho_b)
         return (rows - target_a).abs().sum(-1), (cols - target_b).abs().sum(-1)
+
+
+@dataclass(frozen=True)
+class SinkhornResult(Solution):
+    """Solution of a batch of entropic optimal transport problems.
+
+    The plan is never stored: it is rebuilt from the potentials, exactly as
+    ``P[..., i, j] = a_i * b_j * exp((f_i + g_j - C_ij) / eps)``, each time :attr:`plan` is read, so a result
+    costs only ``O(n + m)`` memory per problem beyond the cost it refers to.
+
+    Attributes:
+        f: Row potential ``(*batch, n)`` in cost units (float32 for half-precision inputs).
+        g: Column potential ``(*batch, m)`` in cost units.
+        cost: The cost ``(*batch, n, m)`` in the dtype the solver computed in.
+        a: Row marginal ``(*batch, n)``.
+        b: Column marginal ``(*batch, m)``.
+        options: The :class:`~otkit.options.SinkhornOptions` of the solve (``eps``, ``rho_a``, ``rho_b`` and
+            ``tol`` are also readable directly on the result).
+        n_iter: Sinkhorn iterations run (one iteration updates ``f`` then ``g``).
+        errors: Stopping errors ``(n_checks, *batch)`` recorded at each convergence check (see :attr:`tol`); the
+            triton backend keeps the last check only (``n_checks = 1``).
+        domain: ``"log"`` or ``"kernel"``, the domain the iterations ran in.
+        backend: ``"torch"`` (PyTorch loops) or ``"triton"`` (the fused GPU kernel), where they ran.
+    """
+
+    cost: Tensor = field(repr=False)
+    domain: str
+    backend: str = "torch"
+
+    @property
+    def plan(self) -> Tensor:
+        """The transport plan ``(*batch, n, m)``, differentiable through the potentials and the inputs.
+
+        Computed as ``exp((f + g - C) / eps + log a + log b)``: a zero weight gives an exact zero even where the
+        exponent of its (meaningless) potential is huge, and a zero gradient.
+        """
+        log_kernel = (self.f.unsqueeze(-1) + self.g.unsqueeze(-2) - self.cost) / self.eps
+        return torch.exp(log_kernel + _safe_log(self.a).unsqueeze(-1) + _safe_log(self.b).unsqueeze(-2))
+
+    def marginals(self) -> tuple[Tensor, Tensor]:
+        """Row and column sums of the plan, ``(*batch, n)`` and ``(*batch, m)``."""
+        plan = self.plan
+        return plan.sum(-1), plan.sum(-2)
 
     @property
     def value(self) -> Tensor:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 import warnings
 
 import torch
@@ -14,7 +12,16 @@ from otkit._implicit import ImplicitSinkhorn
 from otkit._iterations import Iterate, kernel_domain_is_safe, kernel_reference
 from otkit._iterations import solve as solve_iterations
 from otkit._triton import select_backend, solve_triton
-from otkit._validation import check_cost, check_precision, compute_dtype, is_tracing, prepare_marginal
+from otkit._validation import (
+    caller_stacklevel,
+    check_cost,
+    check_masses,
+    check_precision,
+    compute_dtype,
+    is_tracing,
+    prepare_init,
+    prepare_marginal,
+)
 from otkit.options import Backend, Domain, GradMode, SinkhornOptions
 from otkit.result import SinkhornResult
 
@@ -24,26 +31,9 @@ __all__ = ["PROFILER_RANGE", "ConvergenceWarning", "sinkhorn"]
 # run sums the solver's share of a model's time from it (benchmarks/model_bench.py does).
 PROFILER_RANGE = "otkit.sinkhorn"
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
 
 class ConvergenceWarning(UserWarning):
     """Sinkhorn stopped at ``max_iter`` before every problem reached ``tol``."""
-
-
-def _mass_tolerance(dtype: torch.dtype) -> float:
-    return 1e-10 if dtype == torch.float64 else 1e-5
-
-
-def _check_masses(a: Tensor, b: Tensor) -> None:
-    mass_a, mass_b = a.sum(-1), b.sum(-1)
-    gap = ((mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)).max()
-    if bool(gap > _mass_tolerance(a.dtype)):
-        raise ValueError(
-            f"a and b have different total masses (largest relative gap {gap.item():.3g}) but the problem is "
-            "balanced. Normalise both to the same mass (for example a / a.sum(-1, keepdim=True)), or relax a "
-            "marginal with rho_a= / rho_b= (unbalanced OT)."
-        )
 
 
 def _check_plan_range(result: SinkhornResult) -> None:
@@ -58,36 +48,6 @@ def _check_plan_range(result: SinkhornResult) -> None:
             "relaxed marginals, very negative costs make it worth creating mass without bound. Raise the cost "
             "(unbalanced solutions depend on its offset), raise rho_a/rho_b or eps, or use float64."
         )
-
-
-def _prepare_init(init: tuple[Tensor, Tensor] | None, cost: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    if init is None:
-        return None, None
-    if not (isinstance(init, (tuple, list)) and len(init) == 2):
-        raise ValueError("init must be a pair of potentials (f, g) of shapes (*batch, n) and (*batch, m).")
-    shape_f, shape_g = cost.shape[:-1], cost.shape[:-2] + cost.shape[-1:]
-    out = []
-    for name, pot, shape in (("init[0] (f)", init[0], shape_f), ("init[1] (g)", init[1], shape_g)):
-        pot = torch.as_tensor(pot).detach().to(dtype=cost.dtype, device=cost.device)
-        try:
-            pot = pot.expand(shape)
-        except RuntimeError:
-            raise ValueError(f"{name} of shape {tuple(pot.shape)} does not broadcast to {tuple(shape)}.") from None
-        if not is_tracing() and not bool(torch.isfinite(pot).all()):
-            raise ValueError(f"{name} contains NaN or Inf; pass finite potentials, e.g. from a previous result.")
-        out.append(pot)
-    return out[0], out[1]
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside otkit, for a warning issued by the caller of this function.
-
-    The warning then points at the user's call of :func:`sinkhorn`, :meth:`SinkhornOptions.solve` or an operator.
-    """
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def sinkhorn(
@@ -225,8 +185,8 @@ def _solve(
         a = prepare_marginal(a, work.shape[:-1], work, "a", "n")
         b = prepare_marginal(b, work.shape[:-2] + work.shape[-1:], work, "b", "m")
         if rho_a is None and rho_b is None and not is_tracing():
-            _check_masses(a, b)
-        f_init, g_init = _prepare_init(init, work)
+            check_masses(a, b)
+        f_init, g_init = prepare_init(init, work.shape[:-1], work.shape[:-2] + work.shape[-1:], work)
         unbalanced = rho_a is not None or rho_b is not None
         use_triton = select_backend(options, work, a, b) == "triton"
 
@@ -292,6 +252,6 @@ def _solve(
                     f"{options.max_iter} iterations (largest error {result.error.max().item():.3g} > tol={tol:g}). "
                     "Raise max_iter, increase eps, or loosen tol; see the Convergence section of otkit.sinkhorn.",
                     ConvergenceWarning,
-                    stacklevel=_caller_stacklevel(),
+                    stacklevel=caller_stacklevel(),
                 )
         return result

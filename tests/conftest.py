@@ -19,6 +19,15 @@ def _seed() -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Run single-threaded: for small problems, where on a shared CPU each parallel region can wait for a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fixtures_dir() -> Path:
     """The shared real-data fixtures (ADE20K sample, CLIP text embeddings); skips when absent."""
     if not FIXTURES.is_dir():
@@ -56,3 +65,14 @@ def tiny_model_file(tmp_path_factory) -> Path:
         "inference": {"short_side": None, "mode": "whole", "crop": 64, "stride": 64},
     }
     return save_model(model, tmp_path_factory.mktemp("serve") / "tiny.safetensors", meta=meta)
+
+
+def random_clouds(batch=(), n=37, m=29, d=3, seed=0, dtype=torch.float64):
+    """Clouds ``x (*batch, n, d)`` in the unit cube and ``y (*batch, m, d)`` in a shifted smaller cube, with
+    normalised positive weights ``a (*batch, n)``, ``b (*batch, m)``."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(*batch, n, d, generator=gen, dtype=dtype)
+    y = torch.rand(*batch, m, d, generator=gen, dtype=dtype) * 0.8 + 0.3
+    a = torch.rand(*batch, n, generator=gen, dtype=dtype) + 0.2
+    b = torch.rand(*batch, m, generator=gen, dtype=dtype) + 0.2
+    return x, y, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)

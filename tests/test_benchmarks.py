@@ -42,5 +42,10 @@ def test_quick_inference_bench_writes_json(tmp_path):
 
 
 def test_scripts_run_as_modules():
-    for module in ("benchmarks.sinkhorn_bench", "benchmarks.gpu_sinkhorn_bench", "benchmarks.inference_bench"):
+    for module in (
+        "benchmarks.sinkhorn_bench",
+        "benchmarks.gpu_sinkhorn_bench",
+        "benchmarks.inference_bench",
+        "benchmarks.points_bench",
+    ):
         assert "usage:" in _run("-m", module, "--help").stdout
