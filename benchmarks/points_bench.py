@@ -5,12 +5,14 @@ Run from the repository root: ``OMP_NUM_THREADS=1 python benchmarks/points_bench
 d in 3, 64 against geomloss tensorized and online/KeOps and POT), ``large`` (n = m = 1e5, d = 3, streamed),
 ``attention`` (Sinkhorn attention up to L = 16384, streamed and dense). ``OMP_NUM_THREADS`` sets the threads of
 every library at once (KeOps reads it when it loads); the JSON records them. Default output:
-``benchmarks/results/points_cpu[_quick].json``.
+``benchmarks/results/points_cpu[_quick].json``; ``--merge`` replaces only the rows of the suites run (each run's
+environment is kept under ``runs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="attention: longest L run densely too (default 16384, about 5 GB)",
     )
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/points_cpu.json)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of the other suites already in the JSON file (replace only the suites run now)",
+    )
     args = parser.parse_args(argv)
     chosen = set(args.suites or ["all"])
     args.suites = SUITES if "all" in chosen else tuple(s for s in SUITES if s in chosen)
@@ -69,8 +76,15 @@ def main(argv: list[str] | None = None) -> Path:
         "load_1min_at_start": os.getloadavg()[0],
     }
 
+    kept, runs = [], []
+    if args.merge and out.exists():
+        previous = json.loads(out.read_text())
+        kept = [r for r in previous["rows"] if r["suite"] not in args.suites]
+        runs = [r for r in previous.get("runs", []) if set(r["suites"]) - set(args.suites)]
+    runs.append({"suites": list(args.suites), "environment": env})
+
     def save() -> Path:  # after every suite: a long run that stops keeps what it measured
-        return write_json(out, {"environment": env, "rows": rows_as_dicts(rows)})
+        return write_json(out, {"environment": env, "runs": runs, "rows": kept + rows_as_dicts(rows)})
 
     if "divergence" in args.suites:
         sizes, dims = ((300, 1000), (3,)) if args.quick else (tuple(args.sizes), tuple(args.dims))
@@ -102,8 +116,8 @@ def main(argv: list[str] | None = None) -> Path:
         rows += found
         print_table(
             "Large clouds, streamed",
-            ["problem", "method", "ms", "peak MB"],
-            [[r.problem, r.method, r.ms, r.extra["peak_mb"]] for r in found],
+            ["problem", "method", "ms", "peak MB", "reached tol"],
+            [[r.problem, r.method, r.ms, r.extra["peak_mb"], r.extra["converged_to_tol"]] for r in found],
         )
         save()
     if "attention" in args.suites:
