@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> Path:
     if args.merge and out.exists():
         previous = json.loads(out.read_text())
         kept = [r for r in previous["rows"] if r["suite"] not in args.suites]
-        runs = [r for r in previous.get("runs", []) if set(r["suites"]) - set(args.suites)]
+        earlier = sorted({r["suite"] for r in kept})
+        runs = previous.get("runs") or [{"suites": earlier, "environment": previous["environment"]}]
+        runs = [r for r in runs if set(r["suites"]) - set(args.suites)]
     runs.append({"suites": list(args.suites), "environment": env})
 
     def save() -> Path:  # after every suite: a long run that stops keeps what it measured
