@@ -36,9 +36,11 @@ Storage = Literal["auto", "dense", "streaming"]
 # tiles are recomputed at every iteration and memory stays O((n + m) d).
 DENSE_MAX_BYTES = 2**28
 # ... and only for points of at least this dimension: below it, recomputing a tile (a matrix product with d + 2
-# terms per entry) costs less than reading it from memory (measured on a CPU at n = m = 5000: d = 3 streams 1.5x
-# faster than a stored matrix, d = 64 is 1.2x slower).
-DENSE_MIN_DIM = 16
+# terms per entry) costs less than reading it from memory. Measured on a 2-core AVX-512 CPU (sinkhorn_points value
+# and sinkhorn_divergence, forward+backward, 1 and 2 threads): at n = m = 5000 streaming is 2.2x faster at d = 16,
+# 1.2-1.3x at d = 64, about equal at d = 96 and 1.2x slower at d = 128; at n = m = 1000 the stored matrix (4 MB,
+# in cache) wins from d = 64 (up to 1.3x) and by 1.3-1.6x at d = 96.
+DENSE_MIN_DIM = 96
 
 
 def choose_storage(storage: Storage, cost: Cost, entries: int, dtype: torch.dtype, dim: int | None = None) -> bool:
@@ -148,7 +150,7 @@ def sinkhorn_points(
             annealing.
         init: Warm start ``(f, g)`` of shapes ``(..., n)`` and ``(..., m)`` in cost units.
         storage: ``"dense"``, ``"streaming"`` or ``"auto"``: dense while the matrix of the whole batch takes at
-            most :data:`DENSE_MAX_BYTES` and ``d >= DENSE_MIN_DIM`` (16), streaming otherwise.
+            most :data:`DENSE_MAX_BYTES` and ``d >= DENSE_MIN_DIM`` (96), streaming otherwise.
 
     Returns:
         A :class:`~otkit.point_result.PointCloudResult`: potentials ``f``, ``g`` (detached), ``value``
