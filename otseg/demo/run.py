@@ -57,10 +57,15 @@ PRETRAINED, RANDOM = "pre-trained tiny CLIP", "random CLIP (ablation)"
 
 
 def _first_showing(val: Any, classes: Sequence[int]) -> list[int]:
-    """Indices of the first image of ``val`` showing each of ``classes`` (distinct images, in order)."""
+    """Indices of the first image of ``val`` showing each of ``classes`` (distinct images, in order).
+
+    ``val`` is a :class:`~otseg.data.synthetic_dataset.SyntheticSegmentationDataset`: its samples list the classes
+    they show, so no image is rendered twice.
+    """
+    shown = [set(val.sample(i).classes) for i in range(len(val))]
     chosen: list[int] = []
     for k in classes:
-        chosen.append(next(i for i in range(len(val)) if i not in chosen and bool((val[i]["label"] == k).any())))
+        chosen.append(next(i for i, present in enumerate(shown) if i not in chosen and k in present))
     return sorted(chosen)
 
 

@@ -15,6 +15,7 @@ from otseg.build import load_otseg
 from otseg.clip import WordTokenizer, build_clip, save_local_dir
 from otseg.config import ModelConfig
 from otseg.data.classes import ZeroShotSplit
+from otseg.data.sources import SYNTHETIC_COUNTS
 from otseg.data.synthetic import SyntheticWorld, diagonal_split
 from otseg.data.synthetic_dataset import SyntheticSegmentationDataset
 from otseg.demo.clip_pretrain import PretrainConfig, pretrain_clip
@@ -146,7 +147,7 @@ def train_and_score(
     if threads:
         torch.set_num_threads(threads)
     summary = train_otseg(out, model_file, clip_weights, iters, synthetic, progress)
-    world_options = {k: v for k, v in synthetic.items() if k not in ("train_images", "val_images", "num_unseen")}
+    world_options = {k: v for k, v in synthetic.items() if k not in SYNTHETIC_COUNTS}
     world = SyntheticWorld(**world_options)
     model, _ = load_otseg(summary["model"], clip_weights=clip_weights)
     split = diagonal_split(world, synthetic.get("num_unseen"))
