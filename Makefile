@@ -9,17 +9,18 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# otkit is its own distribution (./otkit, torch its only dependency); otseg depends on it.
+$(VENV)/.installed: pyproject.toml otkit/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./otkit -e .
 	touch $@
 
-$(VENV)/.installed-app: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[app]'
+$(VENV)/.installed-app: pyproject.toml otkit/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./otkit -e '.[app]'
 	touch $(VENV)/.installed $@
 
 # The tests include the browser test of `otseg serve`: the app extra and Playwright (driving the system's Chromium).
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,app]'
+$(VENV)/.installed-dev: pyproject.toml otkit/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./otkit -e '.[dev,app]'
 	touch $(VENV)/.installed $(VENV)/.installed-app $@
 
 demo: $(VENV)/.installed

@@ -11,7 +11,7 @@ eps 0.05, uniform marginals. Modes: ``fixed100`` (exactly 100 iterations, every 
 
 Methods:
 
-- ``triton.kernel``: :func:`otkit._triton.triton_sinkhorn` on the flat batch (potentials, per-problem iteration
+- ``triton.kernel``: :func:`otkit.dense.kernel.triton_sinkhorn` on the flat batch (potentials, per-problem iteration
   counts and errors: the kernel and its four output allocations), default launch configuration; in ``fixed100``
   also ``triton.kernel[w=K]``, the same with K warps per program, to show the launch configuration's effect.
 - ``otkit[triton]`` / ``otkit[torch]``: ``otkit.sinkhorn(cost, ...).plan`` end to end (input checks with their
@@ -39,7 +39,7 @@ Bounds for ``triton.kernel`` (``fraction`` = bound time / measured time, so 1.0 
   program per problem: at P = 80, 52 of the 132 SMs stay idle). The FP32 pipe is not the limit: about 8 FP32
   operations per entry and iteration at 128 per clock per SM take half the MUFU time.
 - Memory bandwidth. Bytes moved: the cost is read once when the padded tile fits the registers (``n_pad m_pad <=
-  otkit._triton.RESIDENT_ELEMENTS``, true for all four shapes here), else once per iteration plus once for the
+  otkit.dense.kernel.RESIDENT_ELEMENTS``, true for all four shapes here), else once per iteration plus once for the
   final ``f`` pass; plus a, b read and f, g written once (4 bytes each). Peak: 3.35e12 bytes per second (H100 SXM5
   HBM3). For resident problems this bound is microseconds: the kernel is compute bound by design.
 
@@ -64,7 +64,7 @@ import torch
 from benchmarks.harness import BenchRow, environment, print_table, rows_as_dicts, write_json
 from benchmarks.sinkhorn_suites import multi_prompt_cost, paper_loop_sinkhorn
 from otkit import SinkhornOptions, sinkhorn
-from otkit._triton import _launch_config, triton_sinkhorn, unavailable_reason
+from otkit.dense.backend import unavailable_reason
 
 SHAPES = ((80, 1024, 6), (80, 1024, 8), (684, 1024, 6), (684, 1024, 8))
 DEVICE = "cuda"
@@ -101,7 +101,9 @@ def kernel_bounds(cost: torch.Tensor, n_iter: torch.Tensor) -> dict[str, float]:
     iters = n_iter.double()
     exp2 = float(((2 * iters + 1) * n * m).sum())
     log2 = float(((iters + 1) * n + iters * m).sum())
-    resident = _launch_config(n, m)[2]
+    from otkit.dense.kernel import launch_config  # imports triton: only on a machine that runs the kernel
+
+    resident = launch_config(n, m)[2]
     cost_reads = 1.0 if resident else float((iters + 1).mean())
     bytes_moved = problems * (cost_reads * n * m * cost.element_size() + 2 * 4 * (n + m))
     used_sms = min(problems, H100_SMS)
@@ -127,6 +129,8 @@ def pot_batch(cost: torch.Tensor, max_iter: int, tol: float | None) -> Callable[
 
 
 def bench_shape(shape: tuple[int, int, int], repeat: int) -> list[BenchRow]:
+    from otkit.dense.kernel import triton_sinkhorn  # imports triton: only on a machine that runs the kernel
+
     cost = multi_prompt_cost(*shape, device=DEVICE)
     problems, n, m = shape
     a = torch.full((problems, n), 1.0 / n, device=DEVICE)

@@ -1,7 +1,7 @@
 """End-to-end cost of OTSeg: one forward at 512x512, time, peak memory and the share spent in Sinkhorn.
 
 The Sinkhorn share comes from a profiler run: every otkit solve runs inside the profiler range
-``otkit.sinkhorn.PROFILER_RANGE``, and the time of those ranges (the MPS path and each decoder layer) is summed
+``otkit.dense.PROFILER_RANGE``, and the time of those ranges (the MPS path and each decoder layer) is summed
 over one extra forward under ``torch.profiler.profile``, with CUDA activities on a GPU.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.harness import BenchRow, PeakMemory, sync, time_call
-from otkit.sinkhorn import PROFILER_RANGE
+from otkit.dense import PROFILER_RANGE
 from otseg.build import load_otseg
 
 __all__ = ["MODEL_CASES", "model_suite", "solver_share"]

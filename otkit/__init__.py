@@ -1,18 +1,40 @@
-"""otkit: fast, batched, differentiable entropic optimal transport for PyTorch."""
+"""otkit: fast, batched, differentiable entropic optimal transport for PyTorch.
 
-from otkit.attention import ATTENTION_OPTIONS, MultiPromptSinkhornAttention, SinkhornAttention, sinkhorn_attention
-from otkit.divergence import sinkhorn_divergence
-from otkit.geometry import pairwise_cost
-from otkit.multi_prompt import MultiPromptTransport, multi_prompt_transport
+Every entry point takes its settings the same way (``eps``, then ``options=`` or any field of
+:class:`SinkhornOptions` as a keyword; see :mod:`otkit.options`) and returns a frozen, documented result.
+
+- Dense costs ``(..., n, m)``: :func:`sinkhorn` -> :class:`SinkhornResult`.
+- Point clouds ``(..., n, d)``, the cost stored or streamed: :func:`sinkhorn_points` -> :class:`PointCloudResult`,
+  :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
+- OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
+  :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
+"""
+
+from torch import Tensor
+
+from otkit import _deprecation
+from otkit._convergence import ConvergenceWarning
+from otkit.attention import (
+    ATTENTION_OPTIONS,
+    MultiPromptSinkhornAttention,
+    MultiPromptTransport,
+    SinkhornAttention,
+    multi_prompt_transport,
+    sinkhorn_attention,
+    sinkhorn_attention_weights,
+)
+from otkit.dense import SinkhornResult, sinkhorn
+from otkit.dense.solve import solve_dense
+from otkit.geometry import pairwise_cost, unit_vectors
 from otkit.options import SinkhornOptions
-from otkit.point_result import PointCloudResult
-from otkit.points import sinkhorn_points
-from otkit.result import SinkhornResult
-from otkit.sinkhorn import ConvergenceWarning, sinkhorn
+from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
+
+__version__ = "0.2.0"
 
 __all__ = [
     "ATTENTION_OPTIONS",
     "ConvergenceWarning",
+    "DivergenceResult",
     "MultiPromptSinkhornAttention",
     "MultiPromptTransport",
     "PointCloudResult",
@@ -23,8 +45,28 @@ __all__ = [
     "pairwise_cost",
     "sinkhorn",
     "sinkhorn_attention",
+    "sinkhorn_attention_weights",
     "sinkhorn_divergence",
     "sinkhorn_points",
+    "unit_vectors",
 ]
 
-__version__ = "0.1.0"
+
+def _solve(
+    self: SinkhornOptions,
+    cost: Tensor,
+    a: Tensor | None = None,
+    b: Tensor | None = None,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> SinkhornResult:
+    """Deprecated (otkit 0.1): ``options.solve(cost, a, b, init)`` is ``otkit.sinkhorn(cost, a, b, init=init,
+    options=options)``."""
+    _deprecation.warn_once(
+        "SinkhornOptions.solve",
+        "SinkhornOptions.solve is deprecated since otkit 0.2: call otkit.sinkhorn(cost, a, b, options=options).",
+    )
+    return solve_dense(cost, a, b, self, init)
+
+
+SinkhornOptions.solve = _solve  # the otkit 0.1 spelling keeps working (defined here: options.py is data only)
+_deprecation.install()

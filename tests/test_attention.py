@@ -30,22 +30,23 @@ def test_one_iteration_is_softmax_attention(dtype):
 @pytest.mark.parametrize("eps", [1.0, 0.3])
 def test_zero_iterations_is_exactly_softmax_attention(eps):
     q, k, v = _qkv(dtype=torch.float32)
-    out, weights = otkit.sinkhorn_attention(q, k, v, options=_iters(0, eps), return_weights=True)
+    out = otkit.sinkhorn_attention(q, k, v, options=_iters(0, eps))
+    weights = otkit.sinkhorn_attention_weights(q, k, options=_iters(0, eps))
     expected = torch.softmax((q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5 / eps, dim=-1)
     assert torch.equal(weights, expected)
     assert torch.equal(out, expected @ v)
 
 
 def test_converged_attention_is_doubly_stochastic():
-    q, k, v = _qkv()
-    _, weights = otkit.sinkhorn_attention(q, k, v, options=_iters(499), return_weights=True)
+    q, k, _ = _qkv()
+    weights = otkit.sinkhorn_attention_weights(q, k, options=_iters(499))
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 7, dtype=torch.float64))
     torch.testing.assert_close(weights.sum(-2), torch.full((2, 3, 9), 7 / 9, dtype=torch.float64))
 
 
 def test_cosine_cost_and_temperature():
-    q, k, v = _qkv()
-    _, weights = otkit.sinkhorn_attention(q, k, v, options=_iters(0, eps=0.1), cost="cosine", return_weights=True)
+    q, k, _ = _qkv()
+    weights = otkit.sinkhorn_attention_weights(q, k, options=_iters(0, eps=0.1), cost="cosine")
     cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
     torch.testing.assert_close(weights, torch.softmax(cos / 0.1, dim=-1))
 
@@ -57,9 +58,8 @@ def test_padded_keys_get_no_weight_and_do_not_change_real_outputs():
     k_pad, v_pad = torch.cat([k, pad], dim=2), torch.cat([v, pad], dim=2)
     mask = torch.zeros(2, 1, 10, dtype=torch.bool)
     mask[..., 6:] = True
-    out, weights = otkit.sinkhorn_attention(
-        q, k_pad, v_pad, options=_iters(19), key_padding_mask=mask, return_weights=True
-    )
+    out = otkit.sinkhorn_attention(q, k_pad, v_pad, options=_iters(19), key_padding_mask=mask)
+    weights = otkit.sinkhorn_attention_weights(q, k_pad, options=_iters(19), key_padding_mask=mask)
     assert bool((weights[..., 6:] == 0).all())
     torch.testing.assert_close(out, ref)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import otkit
-from otkit import SinkhornOptions, _tiles
+from otkit import SinkhornOptions
+from otkit.geometry import tiles as _tiles
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,10 +82,11 @@ def test_module_streams_without_weights():
         layer(x, x, x)
 
 
+@pytest.mark.filterwarnings("ignore:sinkhorn_attention.*return_weights:FutureWarning")
 def test_streaming_refuses_weights_dropout_and_bad_inputs():
     q, k, v = _qkv((1, 20, 4))
     with pytest.raises(ValueError, match="cannot return it or drop entries"):
-        otkit.sinkhorn_attention(q, k, v, storage="streaming", return_weights=True)
+        otkit.sinkhorn_attention(q, k, v, storage="streaming", return_weights=True)  # the otkit 0.1 spelling
     with pytest.raises(ValueError, match="cannot return it or drop entries"):
         otkit.sinkhorn_attention(q, k, v, storage="streaming", dropout_p=0.1)
     bad = q.clone()

@@ -52,7 +52,11 @@ def test_value_and_gradients_match_geomloss(debias):
     """Balanced: values to 1e-6, gradients in x, y to 1e-3 and in the weights (up to a constant) to 1e-3."""
     x, y, a, b = _clouds()
     ours, (gx, gy, ga, gb) = _with_grads(
-        lambda x, y, a, b: otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, debias=debias, **CONVERGED), x, y, a, b
+        lambda x, y, a, b: otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, debias=debias, **CONVERGED).value,
+        x,
+        y,
+        a,
+        b,
     )
     ref, (rx, ry, ra, rb) = _with_grads(lambda x, y, a, b: _geomloss(0.999, debias=debias)(a, x, b, y), x, y, a, b)
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
@@ -65,10 +69,10 @@ def test_annealing_matches_geomloss_and_converges_to_the_same_divergence():
     sweep, then its extrapolation) and equals its value to float64 rounding; with tol, annealing does not change
     the fixed point."""
     x, y, a, b = _clouds(seed=1)
-    converged = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, **CONVERGED)
-    annealed = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, scaling=0.9, **CONVERGED)
+    converged = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, scaling=None, **CONVERGED).value
+    annealed = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, scaling=0.9, **CONVERGED).value
     torch.testing.assert_close(annealed, converged, rtol=1e-10, atol=0)
-    one_sweep = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, scaling=0.9, max_iter=1, tol=None)
+    one_sweep = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, scaling=0.9, max_iter=1, tol=None).value
     torch.testing.assert_close(one_sweep, _geomloss(0.9)(a, x, b, y), rtol=1e-12, atol=0)
     assert abs(float(one_sweep - converged)) < 2e-3 * float(converged)
 
@@ -79,7 +83,7 @@ def test_unbalanced_value_matches_geomloss_with_its_mass_term(rho):
     OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2. Unequal masses on purpose."""
     x, y, a, b = _clouds(seed=2)
     b = 1.5 * b
-    ours = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, rho=rho, **CONVERGED)
+    ours = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, rho=rho, **CONVERGED).value
     ref = _geomloss(0.999, rho=rho)(a, x, b, y)
     mass_term = EPS * (a.sum() - b.sum()) ** 2 / 2  # twice geomloss's eps/2 (m_a - m_b)^2 at its eps = EPS / 2
     torch.testing.assert_close(ours, ref - mass_term, rtol=1e-5, atol=0)
@@ -91,9 +95,9 @@ def test_euclidean_cost_matches_geomloss_p1():
     x, y, a, b = _clouds(seed=3)
     ref = _geomloss(0.999, p=1)(a, x, b, y)
     floored = lambda p, q: torch.cdist(p, q).square().clamp_min(1e-8).sqrt()  # noqa: E731
-    ours = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, cost=floored, **CONVERGED)
+    ours = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, cost=floored, **CONVERGED).value
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
-    plain = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, cost="euclidean", storage="streaming", **CONVERGED)
+    plain = otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, cost="euclidean", storage="streaming", **CONVERGED).value
     torch.testing.assert_close(plain, ref, rtol=1e-3, atol=0)
 
 
@@ -104,7 +108,7 @@ def test_gradients_match_finite_differences(rho, cost):
     x, y, a, b = _clouds(n=13, m=11, seed=4)
 
     def div(x, y, a, b):
-        return otkit.sinkhorn_divergence(x, y, a, b, eps=0.1, rho=rho, cost=cost, **CONVERGED)
+        return otkit.sinkhorn_divergence(x, y, a, b, eps=0.1, rho=rho, cost=cost, **CONVERGED).value
 
     _, grads = _with_grads(div, x, y, a, b)
     gen = torch.Generator().manual_seed(6)
@@ -122,16 +126,16 @@ def test_gradients_match_finite_differences(rho, cost):
 def test_nonnegative_and_zero_for_identical_clouds(rho):
     for seed in range(4):
         x, y, a, b = _clouds(n=30, m=30, seed=seed, batch=(2,))
-        assert bool((otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, rho=rho, **CONVERGED) >= 0).all())
+        assert bool((otkit.sinkhorn_divergence(x, y, a, b, eps=EPS, rho=rho, **CONVERGED).value >= 0).all())
     same = x.clone().requires_grad_()
-    value = otkit.sinkhorn_divergence(same, x, a, a, eps=EPS, rho=rho, **CONVERGED)
+    value = otkit.sinkhorn_divergence(same, x, a, a, eps=EPS, rho=rho, **CONVERGED).value
     value.sum().backward()
     assert float(value.detach().abs().max()) < 1e-12 and float(same.grad.abs().max()) < 1e-10
 
 
 def test_streamed_equals_dense_to_1e6(monkeypatch):
     """float64, batch of 3, tiles much smaller than the problem: values and gradients agree."""
-    from otkit import _tiles
+    from otkit.geometry import tiles as _tiles
 
     monkeypatch.setattr(_tiles, "TILE_ENTRIES", 512)
     monkeypatch.setattr(_tiles, "COL_BLOCK", 32)
@@ -140,7 +144,7 @@ def test_streamed_equals_dense_to_1e6(monkeypatch):
         _with_grads(
             lambda x, y, a, b, s=storage: otkit.sinkhorn_divergence(
                 x, y, a, b, eps=EPS, scaling=0.8, storage=s, tol=1e-10
-            ).sum(),
+            ).value.sum(),
             x,
             y,
             a,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from otkit.multi_prompt import multi_prompt_transport, unit_vectors
+from otkit import multi_prompt_transport, unit_vectors
 from otseg.build import load_otseg
 from otseg.config import get_model_config
 from otseg.engine.stats import model_stats, paper_convention_macs, unused_paper_parameters
@@ -52,7 +52,7 @@ def reference_logits(model, images, text):
     batch, _, h, w = dense.shape
     pixels = dense.flatten(2).transpose(1, 2)
     queries = model.head.descriptor(global_embedding, text)
-    score = multi_prompt_transport(pixels, queries, model.head.sinkhorn).score.reshape(batch, -1, h, w)
+    score = multi_prompt_transport(pixels, queries, options=model.head.sinkhorn).score.reshape(batch, -1, h, w)
     maps = []
     for layer in model.head.decoder.layers:
         queries, logits = layer(queries, pixels, need_output=True)

@@ -30,7 +30,7 @@ def _features(fixtures_dir=None, batch=2, n_cls=4, n_prompt=3, n_pix=40, dim=512
 
 def test_plans_equal_pot_per_problem(fixtures_dir):
     pixels, prompts = _features(fixtures_dir)
-    out = otkit.multi_prompt_transport(pixels, prompts, SinkhornOptions(eps=0.05, max_iter=5000, tol=1e-13))
+    out = otkit.multi_prompt_transport(pixels, prompts, options=SinkhornOptions(eps=0.05, max_iter=5000, tol=1e-13))
     batch, n_cls, n_pix, n_prompt = out.plan.shape
     assert (batch, n_cls, n_pix, n_prompt) == (2, 4, 40, 3)
     cos = F.normalize(pixels, dim=-1) @ F.normalize(prompts, dim=-1).reshape(-1, 512).T  # (B, M, K*N)
@@ -44,7 +44,7 @@ def test_plans_equal_pot_per_problem(fixtures_dir):
 
 def test_score_map_is_the_formula():
     pixels, prompts = _features()
-    out = otkit.multi_prompt_transport(pixels, prompts, SinkhornOptions(eps=0.05))
+    out = otkit.multi_prompt_transport(pixels, prompts, options=SinkhornOptions(eps=0.05))
     n_pix, n_prompt = pixels.shape[1], prompts.shape[1]
     sim = torch.einsum("bmc,knc->bkmn", F.normalize(pixels, dim=-1), F.normalize(prompts, dim=-1))
     torch.testing.assert_close(out.similarity, sim)
@@ -65,26 +65,28 @@ def test_shared_and_per_image_prompts_agree():
 def test_marginals_and_weights():
     pixels, prompts = _features()
     options = SinkhornOptions(max_iter=1000, tol=1e-12)
-    out = otkit.multi_prompt_transport(pixels, prompts, options)
+    out = otkit.multi_prompt_transport(pixels, prompts, options=options)
     torch.testing.assert_close(out.plan.sum(-1), torch.full((2, 4, 40), 1 / 40, dtype=torch.float64))
     torch.testing.assert_close(out.plan.sum(-2), torch.full((2, 4, 3), 1 / 3, dtype=torch.float64))
     weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    weighted = otkit.multi_prompt_transport(pixels, prompts, options, prompt_weights=weights)
+    weighted = otkit.multi_prompt_transport(pixels, prompts, options=options, prompt_weights=weights)
     torch.testing.assert_close(weighted.plan.sum(-2), weights.expand(2, 4, 3))
     pix_w = torch.rand(2, 40, dtype=torch.float64)
     pix_w = pix_w / pix_w.sum(-1, keepdim=True)
-    pw = otkit.multi_prompt_transport(pixels, prompts, options, pixel_weights=pix_w)
+    pw = otkit.multi_prompt_transport(pixels, prompts, options=options, pixel_weights=pix_w)
     torch.testing.assert_close(pw.plan.sum(-1), pix_w[:, None].expand(2, 4, 40))
 
 
 def test_unbalanced_prompts_relax_the_prompt_marginal():
     """Rows are pixels and columns prompts: ``rho_b`` relaxes the prompt marginal, ``rho_a`` the pixel one."""
     pixels, prompts = _features()
-    out = otkit.multi_prompt_transport(pixels, prompts, SinkhornOptions(rho_b=0.1, max_iter=2000, tol=1e-12))
+    out = otkit.multi_prompt_transport(pixels, prompts, options=SinkhornOptions(rho_b=0.1, max_iter=2000, tol=1e-12))
     torch.testing.assert_close(out.plan.sum(-1), torch.full((2, 4, 40), 1 / 40, dtype=torch.float64))
     assert float((out.plan.sum(-2) - 1 / 3).abs().max()) > 1e-3
     assert out.result.rho_b == 0.1 and out.result.rho_a is None
-    pixel_relaxed = otkit.multi_prompt_transport(pixels, prompts, SinkhornOptions(rho_a=0.1, max_iter=2000, tol=1e-12))
+    pixel_relaxed = otkit.multi_prompt_transport(
+        pixels, prompts, options=SinkhornOptions(rho_a=0.1, max_iter=2000, tol=1e-12)
+    )
     torch.testing.assert_close(pixel_relaxed.plan.sum(-2), torch.full((2, 4, 3), 1 / 3, dtype=torch.float64))
     assert float((pixel_relaxed.plan.sum(-1) - 1 / 40).abs().max()) > 1e-5
 

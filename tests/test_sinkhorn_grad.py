@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import otkit
-from otkit import _implicit
+from otkit.dense import implicit as _implicit
 from tests.conftest import random_problem
 
 RELAXATIONS = [(None, None), (1.0, None), (None, 0.7), (0.5, 2.0)]

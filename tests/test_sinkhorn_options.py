@@ -71,37 +71,37 @@ def test_unknown_keys_list_the_valid_ones():
 
 @pytest.mark.parametrize("relax", [(None, None), (0.5, None), (1.0, 2.0)])
 @pytest.mark.parametrize("grad", ["unroll", "implicit"])
-def test_flat_api_equals_options_solve(relax, grad):
+def test_flat_api_equals_options(relax, grad):
     cost, a, b = random_problem((3,), 8, 5)
     cost.requires_grad_()
     kw = dict(eps=0.1, rho_a=relax[0], rho_b=relax[1], max_iter=1000, tol=1e-8, grad=grad, check_every=5)
     flat = otkit.sinkhorn(cost, a, b, **kw)
     init = (flat.f.detach(), flat.g.detach())
-    solved = SinkhornOptions(**kw).solve(cost, a, b)
+    solved = otkit.sinkhorn(cost, a, b, options=SinkhornOptions(**kw))
     for x, y in ((flat.f, solved.f), (flat.g, solved.g), (flat.errors, solved.errors)):
         assert torch.equal(x, y)
     assert (flat.n_iter, flat.domain, flat.backend) == (solved.n_iter, solved.domain, solved.backend)
     grads = [torch.autograd.grad(res.value.sum(), cost)[0] for res in (flat, solved)]
     assert torch.equal(*grads)
     warm = otkit.sinkhorn(cost, a, b, init=init, **kw)
-    assert torch.equal(warm.f, SinkhornOptions(**kw).solve(cost, a, b, init=init).f)
+    assert torch.equal(warm.f, otkit.sinkhorn(cost, a, b, init=init, options=SinkhornOptions(**kw)).f)
 
 
 def test_solve_refuses_zero_iterations():
     options = SinkhornOptions(max_iter=0)
     with pytest.raises(ValueError, match="max_iter must be >= 1 for sinkhorn"):
-        options.solve(torch.rand(3, 4))
+        otkit.sinkhorn(torch.rand(3, 4), options=options)
     with pytest.raises(ValueError, match="max_iter must be >= 1 for sinkhorn"):
         otkit.sinkhorn(torch.rand(3, 4), max_iter=0)
     with pytest.raises(ValueError, match="max_iter must be >= 1 for sinkhorn"):
-        otkit.multi_prompt_transport(torch.randn(1, 5, 4), torch.randn(2, 3, 4), options)
+        otkit.multi_prompt_transport(torch.randn(1, 5, 4), torch.randn(2, 3, 4), options=options)
 
 
 def test_convergence_warning_points_at_the_caller():
     cost, a, b = random_problem((2,), 20, 6)
     for solve in (
         lambda: otkit.sinkhorn(cost, a, b, eps=0.01, max_iter=2),
-        lambda: SinkhornOptions(eps=0.01, max_iter=2).solve(cost, a, b),
+        lambda: otkit.sinkhorn(cost, a, b, options=SinkhornOptions(eps=0.01, max_iter=2)),
     ):
         with pytest.warns(otkit.ConvergenceWarning) as caught:
             solve()

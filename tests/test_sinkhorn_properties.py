@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import otkit
-from otkit import _iterations
+from otkit.dense import loops as _iterations
 from tests.conftest import random_problem
 
 

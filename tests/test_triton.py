@@ -1,6 +1,6 @@
-"""The fused Triton kernel (otkit._triton) against the PyTorch log-domain loop, run in triton's CPU interpreter.
+"""The fused Triton kernel (otkit.dense.kernel) against the PyTorch log-domain loop, run in triton's CPU interpreter.
 
-Triton reads ``TRITON_INTERPRET`` when a kernel is decorated, i.e. when ``otkit._triton`` is first imported, so
+Triton reads ``TRITON_INTERPRET`` when a kernel is decorated, i.e. when ``otkit.dense.kernel`` is first imported, so
 the kernel checks run in subprocesses started with ``TRITON_INTERPRET=1``: each ``test_*`` below runs one
 ``_case_*`` function of this file as ``python -m tests.test_triton <case>`` and fails with its traceback. The
 pytest process itself is never switched to the interpreter. Sizes stay small (the interpreter runs each program
@@ -21,9 +21,11 @@ import torch
 pytest.importorskip("triton", reason="triton is not installed; the kernel cannot be tested")
 
 import otkit
-from otkit import SinkhornOptions, _triton
-from otkit._iterations import solve_log
-from otkit._triton import triton_sinkhorn
+from otkit import SinkhornOptions
+from otkit.dense import backend as _backend
+from otkit.dense import kernel as _kernel
+from otkit.dense.kernel import triton_sinkhorn
+from otkit.dense.loops import solve_log
 from tests.conftest import random_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +78,8 @@ def _case_fixed_iterations_match_the_log_loop() -> None:
             a = a / a.sum(-1, keepdim=True)
         g0 = 0.3 * torch.randn(3, m) if warm else None
         # streamed: blocks of 32 entries, so 37 rows take 10 blocks of 4 (m = 5) or 2 of 32 (m = 1), the last partial
-        _triton.RESIDENT_ELEMENTS, _triton.STREAM_ELEMENTS = (32, 32) if streamed else (8192, 4096)
-        assert _triton._launch_config(n, m)[2] is not streamed
+        _kernel.RESIDENT_ELEMENTS, _kernel.STREAM_ELEMENTS = (32, 32) if streamed else (8192, 4096)
+        assert _kernel.launch_config(n, m)[2] is not streamed
         options = SinkhornOptions(eps=eps, rho_a=relax[0], rho_b=relax[1], max_iter=iters, tol=None, check_every=5)
         f, g, n_iter, err = triton_sinkhorn(cost, a, b, options, g0)
         ref = solve_log(cost.float(), a, b, options, g0)
@@ -169,7 +171,7 @@ def _case_implicit_gradients_through_the_kernel() -> None:
 def _case_selection_rule() -> None:
     """Forced triton explains what does not fit; auto keeps the PyTorch loops on the CPU, even interpreted."""
     cost = torch.rand(2, 9, 5)
-    assert _triton.triton_available(cost) and not _triton.triton_available(cost.double())
+    assert _backend.triton_available(cost) and not _backend.triton_available(cost.double())
     assert otkit.sinkhorn(cost, eps=0.1).backend == "torch"
     for kwargs, match in (
         ({"cost": cost.double()}, "float64"),
@@ -211,7 +213,7 @@ def test_auto_keeps_the_torch_loops_on_the_cpu():
     assert otkit.sinkhorn(cost, eps=0.05, backend="torch").backend == "torch"
 
 
-@pytest.mark.skipif(_triton._INTERPRET, reason="this process runs triton's interpreter, which takes CPU tensors")
+@pytest.mark.skipif(_kernel._INTERPRET, reason="this process runs triton's interpreter, which takes CPU tensors")
 def test_forced_triton_on_the_cpu_says_why():
     with pytest.raises(ValueError, match="needs a CUDA tensor"):
         otkit.sinkhorn(torch.rand(2, 9, 5), eps=0.1, backend="triton")
@@ -221,7 +223,7 @@ def test_otkit_works_without_triton():
     script = (
         "import sys; sys.modules['triton'] = None\n"  # makes `import triton` raise ImportError
         "import torch, otkit\n"
-        "from otkit._triton import triton_available\n"
+        "from otkit.dense.backend import triton_available\n"
         "cost = torch.rand(2, 9, 5)\n"
         "assert not triton_available(cost) and otkit.sinkhorn(cost).backend == 'torch'\n"
         "try:\n"
@@ -237,6 +239,6 @@ def test_otkit_works_without_triton():
 
 if __name__ == "__main__":  # run one case in a subprocess started by the tests above (TRITON_INTERPRET=1)
     warnings.filterwarnings("ignore", "divide by zero", RuntimeWarning)  # the interpreter's log2(0) = -inf
-    assert _triton._INTERPRET, "run the cases with TRITON_INTERPRET=1 in the environment"
+    assert _kernel._INTERPRET, "run the cases with TRITON_INTERPRET=1 in the environment"
     torch.manual_seed(0)
     globals()[sys.argv[1]]()

@@ -1,4 +1,4 @@
-"""The fused streaming kernels (otkit._triton_stream) against the PyTorch tiles, in triton's CPU interpreter.
+"""The fused streaming kernels (otkit.geometry.kernels) against the PyTorch tiles, in triton's CPU interpreter.
 
 As in tests/test_triton.py, each test runs one ``_case_*`` function of this file in a subprocess started with
 ``TRITON_INTERPRET=1`` (triton reads it when the kernels are decorated). Blocks of 16 rows and columns, sizes that
@@ -18,8 +18,10 @@ import torch
 pytest.importorskip("triton", reason="triton is not installed; the kernels cannot be tested")
 
 import otkit
-from otkit import SinkhornOptions, _tiles, _triton_stream
+from otkit import SinkhornOptions
 from otkit.geometry import Geometry
+from otkit.geometry import kernels as _stream_kernels
+from otkit.geometry import tiles as _tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 COSTS = ("sqeuclidean", "euclidean", "cosine", "dot")
@@ -62,7 +64,7 @@ def _case_solvers_and_attention_end_to_end() -> None:
     grads = []
     for backend in ("triton", "torch"):
         xx = x.clone().requires_grad_()
-        otkit.sinkhorn_divergence(xx, y, eps=0.1, tol=1e-4, storage="streaming", backend=backend).backward()
+        otkit.sinkhorn_divergence(xx, y, eps=0.1, tol=1e-4, storage="streaming", backend=backend).value.backward()
         grads.append(xx.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     q, k, v = (torch.randn(2, 20, 8, generator=gen) for _ in range(3))
@@ -79,14 +81,14 @@ def _case_solvers_and_attention_end_to_end() -> None:
 
 def _case_selection_rule() -> None:
     x = torch.rand(1, 5, 2)
-    assert not _triton_stream.use_stream_kernel(Geometry.from_points(x, x, "dot", False, "auto"))  # CPU
-    assert _triton_stream.use_stream_kernel(Geometry.from_points(x, x, "dot", False, "triton"))
-    for geom, reason in (
-        (Geometry.from_points(x, x, "dot", True, "triton"), "stored densely"),
-        (Geometry.from_points(x.double(), x.double(), "dot", False, "triton"), "float32"),
+    assert Geometry.from_points(x, x, "dot", False, "auto").backend == "torch"  # CPU
+    assert Geometry.from_points(x, x, "dot", False, "triton").backend == "triton"
+    for args, reason in (
+        ((x, x, "dot", True, "triton"), "stored densely"),
+        ((x.double(), x.double(), "dot", False, "triton"), "float32"),
     ):
         try:
-            _triton_stream.use_stream_kernel(geom)
+            Geometry.from_points(*args)
         except ValueError as err:
             assert reason in str(err), err
         else:
@@ -112,5 +114,5 @@ def test_forced_triton_on_the_cpu_says_why():
 
 
 if __name__ == "__main__":  # run one case in a subprocess started by the tests above (TRITON_INTERPRET=1)
-    _triton_stream.BLOCK_N = _triton_stream.BLOCK_M = 16
+    _stream_kernels.BLOCK_N = _stream_kernels.BLOCK_M = 16
     globals()[sys.argv[1]]()

@@ -55,7 +55,7 @@ class OTSegHead(nn.Module):
         batch, _, h, w = dense.shape
         pixels = dense.flatten(2).transpose(1, 2)  # (B, M, C)
         queries = self.descriptor(global_embedding, text)  # (B, K, N, C)
-        score = multi_prompt_transport(pixels, queries, self.sinkhorn)
+        score = multi_prompt_transport(pixels, queries, options=self.sinkhorn)
         maps = self.decoder(queries, pixels)
         grid = (batch, -1, h, w)
         layers = [m.reshape(grid) for m in maps]
@@ -74,4 +74,4 @@ class OTSegHead(nn.Module):
             order, ``score (B, K, M)``, ``similarity (B, K, M, N)``.
         """
         pixels = dense.flatten(2).transpose(1, 2)  # (B, M, C)
-        return multi_prompt_transport(pixels, self.descriptor(global_embedding, text), self.sinkhorn)
+        return multi_prompt_transport(pixels, self.descriptor(global_embedding, text), options=self.sinkhorn)

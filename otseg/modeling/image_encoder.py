@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
-from otkit.multi_prompt import unit_vectors
+from otkit import unit_vectors
 
 __all__ = ["PromptedVisionTransformer", "check_block", "prompted_block", "resize_positional_embedding"]
 

@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from otkit._point_value import PlanApply, plan_terms
-from otkit._tiles import exp_sums, row_max
-from otkit.geometry import Cost, Geometry, check_points
-from otkit.result import Solution
+from otkit._deprecation import warn_once
+from otkit._solution import Solution
+from otkit.geometry.costs import Cost, Geometry, check_points
+from otkit.geometry.tiles import exp_sums, row_max
+from otkit.options import SinkhornOptions
+from otkit.points.envelope import PlanApply, plan_terms
 
-__all__ = ["PointCloudResult"]
+__all__ = ["DivergenceResult", "PointCloudResult"]
 
 
 @dataclass(frozen=True)
 class PointCloudResult(Solution):
-    """Solution of a batch of entropic OT problems between point clouds (:func:`otkit.sinkhorn_points`).
+    """Solution of a batch of entropic OT problems between point clouds (:func:`~otkit.sinkhorn_points`).
 
     The plan ``P_ij = a_i b_j exp((f_i + g_j - C(x_i, y_j)) / eps)`` is only ever applied, tile by tile: memory
     stays ``O((n + m) d)`` for streamed problems. :attr:`plan` materialises it for small problems.
@@ -33,7 +35,7 @@ class PointCloudResult(Solution):
         a: ``(*batch, n)`` source weights, detached.
         b: ``(*batch, m)`` target weights, detached.
         cost: The cost (name or callable).
-        options: The :class:`~otkit.options.SinkhornOptions` of the solve.
+        options: The :class:`~otkit.SinkhornOptions` of the solve.
         n_iter: Iterations run, annealing included.
         errors: ``(n_checks, *batch)`` stopping errors at the checks at the target eps.
         storage: ``"dense"`` or ``"streaming"``.
@@ -120,3 +122,100 @@ class PointCloudResult(Solution):
         row, col = self._terms()
         log_plan = row.unsqueeze(-1) + col.unsqueeze(-2) - self.geometry.dense_cost() / self.eps
         return torch.exp(log_plan).reshape(*self.batch_shape, *log_plan.shape[-2:])
+
+
+def _values(obj: object) -> object:
+    """``obj`` with every :class:`DivergenceResult` inside it (lists, tuples, dicts) replaced by its value."""
+    if isinstance(obj, DivergenceResult):
+        _warn_tensor_use()
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_values(item) for item in obj)
+    if isinstance(obj, dict):
+        return {key: _values(item) for key, item in obj.items()}
+    return obj
+
+
+def _warn_tensor_use() -> None:
+    warn_once(
+        "DivergenceResult as a tensor",
+        "otkit.sinkhorn_divergence returns a DivergenceResult since otkit 0.2: use its .value, the tensor it "
+        "returned before (using the result as that tensor still works, for now).",
+    )
+
+
+@dataclass(frozen=True)
+class DivergenceResult:
+    r"""The Sinkhorn divergence of a batch of pairs of clouds (:func:`~otkit.sinkhorn_divergence`) and its solves.
+
+    Attributes:
+        value: ``(*batch)`` the divergence ``OT(a, b) - (OT(a, a) + OT(b, b)) / 2`` (``OT(a, b)`` without
+            debiasing), differentiable in the points and weights.
+        ot_xy: The :class:`~otkit.PointCloudResult` of ``OT(a, b)``: potentials, plan operator, errors.
+        ot_xx: That of ``OT(a, a)`` (its two potentials are equal), ``None`` without debiasing.
+        ot_yy: That of ``OT(b, b)``, ``None`` without debiasing.
+        debias: Whether the self terms were subtracted.
+
+    Compatibility: otkit 0.1 returned the value tensor itself. Arithmetic, torch functions and tensor methods on
+    a result (``loss.backward()``, ``loss + 1``, ``torch.stack([loss])``) still act on :attr:`value`, with a
+    ``FutureWarning`` the first time.
+    """
+
+    value: Tensor
+    ot_xy: PointCloudResult = field(repr=False)
+    ot_xx: PointCloudResult | None = field(repr=False)
+    ot_yy: PointCloudResult | None = field(repr=False)
+    debias: bool
+
+    @property
+    def solves(self) -> tuple[PointCloudResult, ...]:
+        """The solves behind the value: ``(ot_xy, ot_xx, ot_yy)``, or ``(ot_xy,)`` without debiasing."""
+        return (self.ot_xy,) if self.ot_xx is None else (self.ot_xy, self.ot_xx, self.ot_yy)
+
+    @property
+    def options(self) -> SinkhornOptions:
+        """The :class:`~otkit.SinkhornOptions` of the solves."""
+        return self.ot_xy.options
+
+    @property
+    def n_iter(self) -> int:
+        """The largest iteration count of the solves (annealing included)."""
+        return max(res.n_iter for res in self.solves)
+
+    @property
+    def converged(self) -> Tensor:
+        """``(*batch)``: whether every solve of each problem reached ``tol``."""
+        flags = [res.converged for res in self.solves]
+        return torch.stack(flags).all(0)
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__") or "value" not in self.__dict__ or not hasattr(self.__dict__["value"], name):
+            raise AttributeError(f"'DivergenceResult' object has no attribute {name!r}")
+        _warn_tensor_use()
+        return getattr(self.__dict__["value"], name)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return func(*_values(args), **_values(kwargs or {}))
+
+    def __float__(self) -> float:
+        _warn_tensor_use()
+        return float(self.value)
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return repr(self)
+        _warn_tensor_use()
+        return format(self.value, spec)
+
+
+def _tensor_operator(name: str):
+    def operator(self: DivergenceResult, *others: object) -> object:
+        return getattr(_values(self), name)(*_values(others))
+
+    operator.__name__ = name
+    return operator
+
+
+for _name in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "pow", "rpow", "neg", "getitem"):
+    setattr(DivergenceResult, f"__{_name}__", _tensor_operator(f"__{_name}__"))

@@ -1,15 +1,16 @@
 """Sinkhorn attention without the ``L_q x L_k`` matrix: streamed iterations, and a backward by recomputation.
 
-The forward runs the iterations of :func:`otkit._iterations.solve_log` from ``g = 0`` on a ``"dot"`` (or
-``"cosine"``) :class:`~otkit.geometry.Geometry` of query and key features, keeping only the potentials of each
+The forward runs the iterations of :func:`otkit.dense.loops.solve_log` from ``g = 0`` on a ``"dot"`` (or
+``"cosine"``) :class:`~otkit.geometry.Geometry` of query and key features (the loop of
+:func:`otkit.geometry.loops.solve_pair`), keeping only the potentials of each
 iteration (``O(L)`` each), then streams ``out_i = sum_j A_ij v_j`` with ``A_ij = softmax_j(log b_j + (g_j -
 C_ij) / eps)``. The backward replays the iterations in reverse from the kept potentials: with ``S``, ``R`` the
 row and column soft-maxes of iteration ``t`` (``f_t`` from ``g_{t-1}``, then ``g_t`` from ``f_t``)::
 
     df_t/dg_{t-1} = -lam_a S,  df_t/dC = lam_a S (per row),   dg_t/df_t = -lam_b R^T,  dg_t/dC = lam_b R (per column)
 
-so every step is a plan-times-matrix product of :mod:`otkit._tiles`. The output step is FlashAttention's backward:
-``dS = A * (dO v^T - D)`` per tile with ``D_i = dO_i . out_i``. Memory: the features, the potentials of every
+so every step is a plan-times-matrix product of :mod:`otkit.geometry.tiles`. The output step is FlashAttention's
+backward: ``dS = A * (dO v^T - D)`` per tile with ``D_i = dO_i . out_i``. Memory: the features, the potentials of every
 iteration and one tile. The gradient is that of the iterations run (``grad="unroll"``'s), for any ``options.grad``.
 """
 
@@ -19,17 +20,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from otkit._point_loops import solve_pair
-from otkit._tiles import exp_sums, exp_tiles, log_weights, lse
-from otkit.geometry import Geometry
+from otkit._convergence import lams
+from otkit.geometry.costs import Geometry
+from otkit.geometry.loops import solve_pair
+from otkit.geometry.tiles import exp_sums, exp_tiles, log_weights, lse
 from otkit.options import SinkhornOptions
 
 __all__ = ["streamed_attention"]
-
-
-def _lams(options: SinkhornOptions) -> tuple[float, float]:
-    eps = options.eps
-    return tuple(1.0 if rho is None else rho / (rho + eps) for rho in (options.rho_a, options.rho_b))
 
 
 def _output(geom: Geometry, col: Tensor, v: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -67,7 +64,7 @@ def _iterations_backward(
 ) -> tuple[Tensor, Tensor]:
     """Gradients for the features from ``dL/dg_T``, replaying the iterations of ``trace`` in reverse."""
     eps = options.eps
-    lam_a, lam_b = _lams(options)
+    lam_a, lam_b = lams(options)
     x, y = geom.x, geom.y
     transposed = geom.transpose()
     dx, dy = torch.zeros_like(x), torch.zeros_like(y)
@@ -90,12 +87,14 @@ def _iterations_backward(
 
 
 class _StreamedAttention(torch.autograd.Function):
-    """``(x (B, n, d), y (B, m, d), v (B, m, d_v)) -> (B, n, d_v)`` for the cost ``-<x, y>`` (plus a constant);
-    ``a (B, n)`` and ``b (B, m)`` are constant weights."""
+    """Streamed Sinkhorn attention ``(x, y, v) -> (B, n, d_v)`` for the cost ``-<x, y>`` (plus a constant).
+
+    Shapes: ``x (B, n, d)``, ``y (B, m, d)``, ``v (B, m, d_v)``; ``a (B, n)`` and ``b (B, m)`` are constant weights.
+    """
 
     @staticmethod
     def forward(ctx, x, y, v, a, b, kind, options):
-        geom = Geometry(kind, x, y, backend=options.backend)
+        geom = Geometry(kind, x, y).with_backend(options.backend)
         log_a, log_b = log_weights(a), log_weights(b)
         trace: list[tuple[Tensor, Tensor]] = []
         g = torch.zeros_like(b)
@@ -104,7 +103,7 @@ class _StreamedAttention(torch.autograd.Function):
         col = log_b + g / options.eps
         out, shift = _output(geom, col, v, options.eps)
         ctx.save_for_backward(x, y, v, log_a, log_b, out, shift, *(t for pair in trace for t in pair))
-        ctx.kind, ctx.options = kind, options
+        ctx.kind, ctx.options, ctx.backend = kind, options, geom.backend
         return out
 
     @staticmethod
@@ -113,7 +112,7 @@ class _StreamedAttention(torch.autograd.Function):
         x, y, v, log_a, log_b, out, shift, *flat = ctx.saved_tensors
         options, eps = ctx.options, ctx.options.eps
         trace = list(zip(flat[0::2], flat[1::2], strict=True))
-        geom = Geometry(ctx.kind, x, y, backend=options.backend)
+        geom = Geometry(ctx.kind, x, y, backend=ctx.backend)
         g = trace[-1][1] if trace else torch.zeros_like(log_b)
         dx, dy, dv, dg = _output_backward(geom, log_b + g / eps, shift, v, out, grad_out, eps)
         if trace:
@@ -125,8 +124,10 @@ class _StreamedAttention(torch.autograd.Function):
 def streamed_attention(
     x: Tensor, y: Tensor, v: Tensor, a: Tensor, b: Tensor, kind: str, options: SinkhornOptions
 ) -> Tensor:
-    """Sinkhorn attention ``(B, n, d_v)`` for the cost ``-<x_i, y_j>`` (``"dot"``) or ``1 - <x_i, y_j>``
-    (``"cosine"``, unit vectors) with weights ``a (B, n)``, ``b (B, m)``; differentiable in ``x``, ``y``, ``v``.
+    """Sinkhorn attention ``(B, n, d_v)`` without the ``n x m`` matrix, differentiable in ``x``, ``y``, ``v``.
+
+    The cost is ``-<x_i, y_j>`` (``"dot"``) or ``1 - <x_i, y_j>`` (``"cosine"``, unit vectors), the weights
+    ``a (B, n)`` and ``b (B, m)``.
 
     Runs in the dtype of ``x`` (float32 or float64); the iterations are those of ``options`` (see
     :func:`otkit.sinkhorn_attention`), in the log domain.

@@ -10,7 +10,8 @@ memory is ``O((n + m) (d + k))`` plus the tile. Each tile is computed, exponenti
   maxima;
 - :func:`row_max`: ``max_j E_ij``.
 
-On CUDA, with triton, :func:`exp_sums` and :func:`lse` run the fused kernels of :mod:`otkit._triton_stream`.
+On a geometry whose ``backend`` is ``"triton"``, :func:`exp_sums` and :func:`lse` run the fused kernels of
+:mod:`otkit.geometry.kernels` (imported then, and only then).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from otkit._triton_stream import stream_exp_sums, stream_lse, use_stream_kernel
-from otkit.geometry import Geometry
+from otkit.geometry.costs import Geometry
 
 __all__ = [
     "COL_BLOCK",
@@ -169,7 +169,9 @@ def exp_sums(
 
     ``inverse_distance``: see :func:`exp_tiles`.
     """
-    if use_stream_kernel(geom) and not inverse_distance:
+    if geom.backend == "triton" and not inverse_distance:
+        from otkit.geometry.kernels import stream_exp_sums  # imports triton
+
         return stream_exp_sums(geom, row, col, eps, values)
     batch, n, _ = geom.shape
     out = row.new_zeros((batch, n) if values is None else (batch, n, values.shape[-1]))
@@ -196,7 +198,9 @@ def lse(geom: Geometry, col: Tensor, eps: float, shift: Tensor | None = None) ->
     ``shift (B, n)``, a guess of the result (e.g. the previous iteration's), makes it a single pass; without
     one, or where the guess is off by more than :data:`SAFE_LOG`, the row maxima are computed first.
     """
-    if use_stream_kernel(geom):
+    if geom.backend == "triton":
+        from otkit.geometry.kernels import stream_lse  # imports triton
+
         return stream_lse(geom, col, eps)
     if shift is not None:
         sums = exp_sums(geom, -shift, col, eps)

@@ -1,4 +1,4 @@
-"""Input checks shared by the solvers and operators.
+"""Input checks shared by every entry point of otkit.
 
 Every check raises a ``ValueError`` that names the argument, says what was wrong and what to do. Checks that
 need the data (NaN, negative weights, masses) cost one host synchronisation per call; they are skipped while
@@ -21,6 +21,7 @@ __all__ = [
     "check_positive_float",
     "check_precision",
     "check_rho",
+    "check_spread",
     "compute_dtype",
     "is_tracing",
     "prepare_init",
@@ -110,6 +111,19 @@ def check_precision(cost: Tensor, eps: float) -> None:
             f"max |cost| / eps = {ratio:.3g} exceeds {limit:.0e}, beyond what {cost.dtype} resolves: the plan would "
             "be dominated by rounding. Subtract a constant from the cost (a balanced plan does not change, e.g. "
             "cost - cost.amin()), rescale it, raise eps, or use float64."
+        )
+
+
+def check_spread(spread: float, eps: float, dtype: torch.dtype) -> None:
+    """Refuse problems whose cost range ``spread`` over ``eps`` is beyond what ``dtype`` resolves (no host read).
+
+    The point-cloud form of :func:`check_precision`, for costs that are never stored.
+    """
+    limit = PRECISION_LIMIT[dtype]
+    if spread / eps > limit:
+        raise ValueError(
+            f"the cost spans about {spread:.3g}, and {spread:.3g} / eps = {spread / eps:.3g} exceeds {limit:.0e}, "
+            f"beyond what {dtype} resolves. Rescale the points (e.g. to unit diameter), raise eps, or use float64."
         )
 
 

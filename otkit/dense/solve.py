@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import Tensor
 
-from otkit._implicit import ImplicitSinkhorn
-from otkit._iterations import Iterate, kernel_domain_is_safe, kernel_reference
-from otkit._iterations import solve as solve_iterations
-from otkit._triton import select_backend, solve_triton
-from otkit._validation import (
-    caller_stacklevel,
+from otkit._checks import (
     check_cost,
     check_masses,
     check_precision,
@@ -22,18 +16,21 @@ from otkit._validation import (
     prepare_init,
     prepare_marginal,
 )
-from otkit.options import Backend, Domain, GradMode, SinkhornOptions
-from otkit.result import SinkhornResult
+from otkit._convergence import check_finite_potentials, warn_unconverged
+from otkit._solution import Iterate
+from otkit.dense.backend import select_backend, solve_triton
+from otkit.dense.implicit import ImplicitSinkhorn
+from otkit.dense.loops import kernel_domain_is_safe, kernel_reference
+from otkit.dense.loops import solve as solve_iterations
+from otkit.dense.result import SinkhornResult
+from otkit.options import SinkhornOptions, SinkhornSettings, Unpack, resolve_options
 
-__all__ = ["PROFILER_RANGE", "ConvergenceWarning", "sinkhorn"]
+__all__ = ["PROFILER_RANGE", "sinkhorn", "solve_dense"]
 
 # Every solve runs inside a torch.profiler range of this name (free when no profiler is recording): a profiler
 # run sums the solver's share of a model's time from it (benchmarks/model_bench.py does).
 PROFILER_RANGE = "otkit.sinkhorn"
-
-
-class ConvergenceWarning(UserWarning):
-    """Sinkhorn stopped at ``max_iter`` before every problem reached ``tol``."""
+_FINITE_HINT = "Check the cost scale against eps and the marginal weights."
 
 
 def _check_plan_range(result: SinkhornResult) -> None:
@@ -54,17 +51,11 @@ def sinkhorn(
     cost: Tensor,
     a: Tensor | None = None,
     b: Tensor | None = None,
-    eps: float = 0.05,
+    eps: float | None = None,
     *,
-    rho_a: float | None = None,
-    rho_b: float | None = None,
-    max_iter: int = 100,
-    tol: float | None = 1e-6,
-    domain: Domain = "auto",
-    grad: GradMode = "unroll",
     init: tuple[Tensor, Tensor] | None = None,
-    check_every: int = 10,
-    backend: Backend = "auto",
+    options: SinkhornOptions | None = None,
+    **settings: Unpack[SinkhornSettings],
 ) -> SinkhornResult:
     r"""Solve a batch of entropic optimal transport problems with Sinkhorn iterations.
 
@@ -90,32 +81,35 @@ def sinkhorn(
             float32; potentials and plan come back in float32.
         a: ``(n,)`` or ``(..., n)`` row weights, broadcast over the batch; ``None`` gives ``1/n``.
         b: ``(m,)`` or ``(..., m)`` column weights; ``None`` gives ``1/m``.
-        eps: Entropic regularisation (> 0), in cost units.
-        rho_a: KL weight relaxing the row marginal; ``None`` or ``inf`` keeps it exact.
-        rho_b: KL weight relaxing the column marginal; ``None`` or ``inf`` keeps it exact.
-        max_iter: Maximum number of iterations (one iteration updates ``f`` then ``g``).
-        tol: Stop once every problem's relative L1 column violation
-            ``|P^T 1 - b exp(-g / rho_b)|_1 / |b|_1`` is at most ``tol``; ``None`` runs exactly ``max_iter``.
-        domain: ``"log"`` (log-sum-exp, always stable), ``"kernel"`` (scaling updates, several times faster,
-            stable only when ``(C - f0 - g0) / eps`` spans a moderate range) or ``"auto"``: the kernel domain
-            when that range is safe for the dtype (:data:`otkit._iterations.KERNEL_SAFE_SPREAD`), else log.
-        grad: ``"unroll"`` backpropagates through every iteration (memory grows with ``n_iter``);
-            ``"implicit"`` differentiates the fixed point (:mod:`otkit._implicit`), with a backward whose
-            memory does not depend on the number of iterations. Both give gradients for ``cost``, ``a``, ``b``.
+        eps: Entropic regularisation (> 0), in cost units; ``None``: that of ``options`` (0.05 by default).
         init: Warm start ``(f, g)`` in cost units, e.g. ``(res.f, res.g)`` of a nearby problem.
-        check_every: Iterations between convergence checks (each check reads one number on the host, except on the
-            triton backend, which checks on the device).
-        backend: Where the iterations run. ``"torch"``: the PyTorch loops. ``"triton"``: a fused GPU kernel
-            (:mod:`otkit._triton`) that runs all log-domain iterations of a problem on chip; it needs a CUDA cost
-            with ``m <= 64`` columns in float32/float16/bfloat16, ``domain`` ``"log"`` or ``"auto"``, and
-            ``grad="implicit"`` when autograd needs gradients. There each problem stops at its own first
-            converged check: ``n_iter`` is the largest count and ``errors`` holds the last check only.
-            ``"auto"``: the kernel when it can run and the problem has at most ``2**17`` entries, else the PyTorch
-            loops, always on the CPU and for ``grad="unroll"`` under autograd
-            (:func:`otkit._triton.select_backend` is the rule).
+        options: All solver settings as one :class:`~otkit.SinkhornOptions`; ``None``: the defaults.
+        **settings: Any other field of :class:`~otkit.SinkhornOptions`, changing that of ``options`` for this call:
+
+            - ``rho_a``, ``rho_b``: KL weights relaxing the row and column marginals; ``None`` (default) or ``inf``
+              keeps a marginal exact.
+            - ``max_iter`` (1000): maximum number of iterations (one iteration updates ``f`` then ``g``).
+            - ``tol`` (1e-6): stop once every problem's relative L1 column violation
+              ``|P^T 1 - b exp(-g / rho_b)|_1 / |b|_1`` is at most ``tol``; ``None`` runs exactly ``max_iter``.
+            - ``domain`` (``"auto"``): ``"log"`` (log-sum-exp, always stable), ``"kernel"`` (scaling updates,
+              several times faster, stable only when ``(C - f0 - g0) / eps`` spans a moderate range) or
+              ``"auto"``: the kernel domain when that range is safe for the dtype (a spread of 50 in float32,
+              300 in float64), else log.
+            - ``grad`` (``"unroll"``): ``"unroll"`` backpropagates through every iteration (memory grows with
+              ``n_iter``); ``"implicit"`` differentiates the fixed point, with a backward whose memory does not
+              depend on the number of iterations. Both give gradients for ``cost``, ``a``, ``b``.
+            - ``check_every`` (10): iterations between convergence checks (each check reads one number on the
+              host, except on the triton backend, which checks on the device).
+            - ``backend`` (``"auto"``): where the iterations run. ``"torch"``: the PyTorch loops. ``"triton"``: a
+              fused GPU kernel that runs all log-domain iterations of a problem on chip; it needs a CUDA cost
+              with ``m <= 64`` columns in float32/float16/bfloat16, ``domain`` ``"log"`` or ``"auto"``, and
+              ``grad="implicit"`` when autograd needs gradients. There each problem stops at its own first
+              converged check: ``n_iter`` is the largest count and ``errors`` holds the last check only.
+              ``"auto"``: the kernel when it can run and the problem has at most ``2**17`` entries, else the
+              PyTorch loops, always on the CPU and for ``grad="unroll"`` under autograd.
 
     Returns:
-        A :class:`~otkit.result.SinkhornResult` with ``f``, ``g``, ``plan``, ``value``, ``n_iter``,
+        A :class:`~otkit.SinkhornResult` with ``f``, ``g``, ``plan``, ``value``, ``n_iter``,
         ``converged`` and ``marginal_error``.
 
     Raises:
@@ -127,13 +121,13 @@ def sinkhorn(
     Example:
         >>> import torch, otkit
         >>> cost = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
-        >>> res = otkit.sinkhorn(cost, eps=0.1)
+        >>> res = otkit.sinkhorn(cost, eps=0.1)  # the same: options=otkit.SinkhornOptions(eps=0.1)
         >>> res.plan
         tensor([[4.9998e-01, 2.2699e-05],
                 [2.2699e-05, 4.9998e-01]], dtype=torch.float64)
 
     Convergence:
-        If a problem does not reach ``tol`` within ``max_iter`` iterations a :class:`ConvergenceWarning` is
+        If a problem does not reach ``tol`` within ``max_iter`` iterations a :class:`~otkit.ConvergenceWarning` is
         issued and ``converged`` is ``False`` for it; the returned plan is still the last iterate, finite.
         Usual causes: ``eps`` small compared with the cost scale (iterations needed grow like
         ``range(C) / eps``: raise ``max_iter``, rescale the cost, or warm start from a larger ``eps``);
@@ -150,24 +144,17 @@ def sinkhorn(
         Cuturi (2013), Sinkhorn distances; Chizat, Peyre, Schmitzer, Vialard (2018), Scaling algorithms for
         unbalanced optimal transport problems; Sejourne et al. (2019), Sinkhorn divergences for unbalanced OT.
     """
-    options = SinkhornOptions(
-        eps=eps,
-        rho_a=rho_a,
-        rho_b=rho_b,
-        max_iter=max_iter,
-        tol=tol,
-        domain=domain,
-        grad=grad,
-        check_every=check_every,
-        backend=backend,
-    )
-    return options.solve(cost, a, b, init)
+    return solve_dense(cost, a, b, resolve_options("otkit.sinkhorn", options, eps, settings), init)
 
 
-def _solve(
-    cost: Tensor, a: Tensor | None, b: Tensor | None, options: SinkhornOptions, init: tuple[Tensor, Tensor] | None
+def solve_dense(
+    cost: Tensor,
+    a: Tensor | None,
+    b: Tensor | None,
+    options: SinkhornOptions,
+    init: tuple[Tensor, Tensor] | None = None,
 ) -> SinkhornResult:
-    """The solver behind :func:`sinkhorn` and :meth:`SinkhornOptions.solve`, in the range :data:`PROFILER_RANGE`.
+    """The solver behind :func:`sinkhorn`, with its options resolved, in the range :data:`PROFILER_RANGE`.
 
     Shapes: cost ``(..., n, m)``, a ``(..., n)`` or ``None``, b ``(..., m)`` or ``None``.
     """
@@ -178,7 +165,7 @@ def _solve(
         )
     with torch.profiler.record_function(PROFILER_RANGE):
         check_cost(cost)
-        eps, rho_a, rho_b, tol, domain = options.eps, options.rho_a, options.rho_b, options.tol, options.domain
+        eps, rho_a, rho_b, domain = options.eps, options.rho_a, options.rho_b, options.domain
 
         work = cost.to(compute_dtype(cost.dtype))
         check_precision(work, eps)
@@ -221,15 +208,8 @@ def _solve(
             if domain == "auto" and kind == "kernel":
                 kind = "log"
                 iterate = solve(kind)
-            if not bool(torch.isfinite(iterate.f).all() & torch.isfinite(iterate.g).all()):
-                raise FloatingPointError(
-                    f"Sinkhorn produced non-finite potentials in the {kind} domain (eps={eps}). "
-                    + (
-                        "Use domain='log' or 'auto'."
-                        if kind == "kernel"
-                        else "Check the cost scale against eps and the marginal weights."
-                    )
-                )
+            hint = "Use domain='log' or 'auto'." if kind == "kernel" else _FINITE_HINT
+            check_finite_potentials(iterate.f, iterate.g, eps, f"In the {kind} domain. {hint}")
         result = SinkhornResult(
             f=iterate.f,
             g=iterate.g,
@@ -244,14 +224,6 @@ def _solve(
         )
         if unbalanced and not is_tracing():
             _check_plan_range(result)
-        if tol is not None and not is_tracing():
-            failed = int((~result.converged).sum())
-            if failed:
-                warnings.warn(
-                    f"Sinkhorn did not converge for {failed} of {result.converged.numel()} problem(s) in "
-                    f"{options.max_iter} iterations (largest error {result.error.max().item():.3g} > tol={tol:g}). "
-                    "Raise max_iter, increase eps, or loosen tol; see the Convergence section of otkit.sinkhorn.",
-                    ConvergenceWarning,
-                    stacklevel=caller_stacklevel(),
-                )
+        if not is_tracing():
+            warn_unconverged([result.error], options)
         return result

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from otkit._iterations import Iterate
+from otkit._solution import Iterate
 from otkit.options import SinkhornOptions
 
 __all__ = ["DENSE_SOLVE_LIMIT", "ImplicitSinkhorn", "implicit_vjp"]
@@ -151,13 +151,14 @@ def implicit_vjp(
 class ImplicitSinkhorn(torch.autograd.Function):
     """``(cost, a, b) -> (f, g)`` through a Sinkhorn loop run without autograd, differentiated implicitly.
 
-    ``run(cost, a, b)`` performs the iterations and returns an :class:`~otkit._iterations.Iterate`; it is
+    ``run(cost, a, b)`` performs the iterations and returns an :class:`~otkit._solution.Iterate`; it is
     appended to ``out`` so the caller can read the iteration count and errors. The backward reads ``eps`` and
     ``rho_a``/``rho_b`` of ``options``.
     """
 
     @staticmethod
     def forward(ctx, cost, a, b, run, out, options):
+        """Run the loop without autograd; keep the inputs and the potentials."""
         iterate: Iterate = run(cost, a, b)
         out.append(iterate)
         ctx.save_for_backward(cost, a, b, iterate.f, iterate.g)
@@ -167,6 +168,7 @@ class ImplicitSinkhorn(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_f, grad_g):
+        """One adjoint solve (:func:`implicit_vjp`)."""
         cost, a, b, f, g = ctx.saved_tensors
         grad_f = torch.zeros_like(f) if grad_f is None else grad_f
         grad_g = torch.zeros_like(g) if grad_g is None else grad_g

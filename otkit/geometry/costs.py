@@ -31,13 +31,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from otkit._validation import compute_dtype, is_tracing
+from otkit._checks import compute_dtype, is_tracing
+from otkit.geometry.backend import stream_backend
 
-__all__ = ["COSTS", "Cost", "CostName", "Geometry", "check_points", "pairwise_cost"]
+__all__ = ["COSTS", "Cost", "CostName", "Geometry", "check_points", "pairwise_cost", "unit_vectors"]
 
 CostName = Literal["sqeuclidean", "euclidean", "cosine", "dot"]
 Cost = CostName | Callable[[Tensor, Tensor], Tensor]
 COSTS = ("sqeuclidean", "euclidean", "cosine", "dot")
+
+
+def unit_vectors(x: Tensor, dim: int = -1) -> Tensor:
+    """L2-normalise ``x`` along ``dim`` in float32 (half precision cannot hold the norm's floor), back in its dtype.
+
+    A zero vector stays zero instead of becoming NaN. This is the normalisation of the ``"cosine"`` cost.
+
+    Example:
+        >>> import torch, otkit
+        >>> otkit.unit_vectors(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return F.normalize(work, dim=dim).to(x.dtype)
 
 
 def _check_cloud(x: Tensor, name: str) -> None:
@@ -117,7 +133,7 @@ def pairwise_cost(x: Tensor, y: Tensor, cost: Cost = "sqeuclidean") -> Tensor:
 def _dense(x: Tensor, y: Tensor, cost: Cost) -> Tensor:
     """:func:`pairwise_cost` on checked clouds."""
     if not callable(cost):
-        return Geometry.from_points(x, y, cost, dense=False).dense_cost()
+        return Geometry.from_points(x, y, cost, dense=False, backend="torch").dense_cost()
     matrix = cost(x, y)
     expected = x.shape[:-1] + y.shape[-2:-1]
     if not isinstance(matrix, Tensor) or matrix.shape != expected:
@@ -140,31 +156,38 @@ class Geometry:
             ``None`` for a callable cost.
         y: ``(B, m, d)`` column features, likewise.
         matrix: ``(B, n, m)`` stored cost (dense storage), or ``None``: tiles are computed from the features.
-        backend: Where streamed tiles are computed: ``"auto"``, ``"torch"`` or ``"triton"``
-            (:func:`otkit._triton_stream.use_stream_kernel` is the rule).
+        backend: Where streamed tiles are computed, ``"torch"`` or ``"triton"``: chosen once, when the geometry is
+            built by :meth:`from_points` (the rule is :func:`otkit.geometry.backend.stream_backend`).
     """
 
     kind: str
     x: Tensor | None = None
     y: Tensor | None = None
     matrix: Tensor | None = None
-    backend: str = "auto"
+    backend: str = "torch"
 
     @staticmethod
     def from_points(x: Tensor, y: Tensor, cost: Cost, dense: bool, backend: str = "auto") -> Geometry:
         """Features (differentiable in ``x`` and ``y``) and, with ``dense`` or a callable, the cost matrix.
 
-        Shapes: ``x (B, n, d)``, ``y (B, m, d)``, already checked by :func:`check_points`.
+        Shapes: ``x (B, n, d)``, ``y (B, m, d)``, already checked by :func:`check_points`. ``backend`` is the
+        ``backend`` setting (``"auto"``, ``"torch"`` or ``"triton"``), resolved here once for the problem.
         """
         if callable(cost):
-            return Geometry("callable", matrix=_dense(x, y, cost), backend=backend)
-        if cost == "cosine":
-            geom = Geometry(cost, F.normalize(x, dim=-1), F.normalize(y, dim=-1), backend=backend)
+            geom = Geometry("callable", matrix=_dense(x, y, cost))
+        elif cost == "cosine":
+            geom = Geometry(cost, F.normalize(x, dim=-1), F.normalize(y, dim=-1))
         elif cost == "dot":
-            geom = Geometry(cost, x, y, backend=backend)
+            geom = Geometry(cost, x, y)
         else:
-            geom = Geometry(cost, *_centred(x, y), backend=backend)
-        return replace(geom, matrix=geom.dense_cost()) if dense else geom
+            geom = Geometry(cost, *_centred(x, y))
+        if dense and geom.matrix is None:
+            geom = replace(geom, matrix=geom.dense_cost())
+        return geom.with_backend(backend)
+
+    def with_backend(self, backend: str) -> Geometry:
+        """The same geometry with its tiles computed where the ``backend`` setting says (chosen once, here)."""
+        return replace(self, backend=stream_backend(backend, self))
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -12,28 +12,27 @@ vectorised passes along memory (a batched vector-matrix product for one side, a 
 other). On the multi-prompt shape (many problems of 1024 pixels x 6-8 prompts) this layout is several times
 faster than the naive one.
 
-Stopping: every ``check_every`` iterations the relative L1 violation of the column condition,
-``|P^T 1 - b * exp(-g / rho_b)|_1 / |b|_1``, is computed on the device for every problem; the host reads its
-maximum (one synchronisation per check) and stops once every problem is below ``tol``. While ``torch.compile``
-traces the loop it runs the full ``max_iter`` iterations with no synchronisation at all.
+Stopping follows the one rule of :mod:`otkit._convergence`: every ``check_every`` iterations the relative L1
+violation of the column condition, ``|P^T 1 - b * exp(-g / rho_b)|_1 / |b|_1``, is computed on the device for
+every problem; the host reads its maximum (one synchronisation per check) and stops once every problem is below
+``tol``. While ``torch.compile`` traces the loop it runs the full ``max_iter`` iterations with no synchronisation
+at all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from otkit._validation import is_tracing
+from otkit._checks import is_tracing
+from otkit._convergence import is_check, lams, marginal_error, should_stop
+from otkit._solution import Iterate
 from otkit.options import SinkhornOptions
 
 __all__ = [
     "KERNEL_SAFE_SPREAD",
-    "Iterate",
     "kernel_domain_is_safe",
     "kernel_reference",
-    "lams",
     "solve",
     "solve_kernel",
     "solve_log",
@@ -42,39 +41,6 @@ __all__ = [
 # Largest spread of the kernel exponent (C - f0 - g0) / eps for which the scaling domain cannot overflow or
 # underflow: scalings stay within exp(+-spread) and the kernel within [exp(-spread), 1].
 KERNEL_SAFE_SPREAD = {torch.float32: 50.0, torch.float64: 300.0}
-
-
-@dataclass
-class Iterate:
-    """Potentials (cost units) and bookkeeping returned by a Sinkhorn loop."""
-
-    f: Tensor  # (*batch, n)
-    g: Tensor  # (*batch, m)
-    n_iter: int
-    errors: Tensor  # (n_checks, *batch)
-
-
-def _lam(rho: float | None, eps: float) -> float:
-    return 1.0 if rho is None else rho / (rho + eps)
-
-
-def lams(options: SinkhornOptions) -> tuple[float, float]:
-    """The exponents ``(lam_a, lam_b)`` of the updates: ``rho / (rho + eps)`` per side, ``1`` when balanced."""
-    return _lam(options.rho_a, options.eps), _lam(options.rho_b, options.eps)
-
-
-def _column_error(col: Tensor, b: Tensor, target: Tensor) -> Tensor:
-    """Relative L1 distance between the plan's column sums and their optimality target, ``(*batch)``."""
-    return (col - target).abs().sum(-1) / b.sum(-1)
-
-
-def _should_stop(err: Tensor, options: SinkhornOptions) -> bool:
-    return options.tol is not None and not is_tracing() and bool(err.max() <= options.tol)
-
-
-def _is_check(it: int, options: SinkhornOptions) -> bool:
-    last = it == options.max_iter - 1
-    return last or (options.tol is not None and not is_tracing() and (it + 1) % options.check_every == 0)
 
 
 def solve_log(cost: Tensor, a: Tensor, b: Tensor, options: SinkhornOptions, g_init: Tensor | None) -> Iterate:
@@ -101,14 +67,12 @@ def solve_log(cost: Tensor, a: Tensor, b: Tensor, options: SinkhornOptions, g_in
         else:
             fe = -lam_a * torch.logsumexp(z + (log_b + ge).unsqueeze(-2), dim=-1)
             lse = torch.logsumexp(z + (log_a + fe).unsqueeze(-1), dim=-2)
-        check = _is_check(it, options)
+        check = is_check(it, options)
         if check:
             with torch.no_grad():
-                col = torch.exp(log_b + ge + lse)
-                target = b if rho_b is None else torch.exp(log_b - ge * (eps / rho_b))  # no 0 * inf
-                errors.append(_column_error(col, b, target))
+                errors.append(marginal_error(torch.exp(log_b + ge + lse), b, ge * eps, rho_b))
         ge = -lam_b * lse
-        if check and _should_stop(errors[-1], options):
+        if check and should_stop(errors[-1], options):
             n_iter = it + 1
             break
     return Iterate(f=fe * eps, g=ge * eps, n_iter=n_iter, errors=torch.stack(errors))
@@ -204,18 +168,15 @@ def solve_kernel(
         kbv = rows(bv)
         au = weighted(kbv, lam_a, a_alpha)
         ktu_prev, ktu = ktu, cols(au)
-        check = _is_check(it, options)
+        check = is_check(it, options)
         if check:
             with torch.no_grad():
-                target = b
-                if rho_b is not None:
-                    g = torch.zeros_like(b) if g0 is None else g0
-                    if ktu_prev is not None:
-                        g = g + eps * log_scaling(ktu_prev, lam_b, log_beta)
-                    target = torch.exp(torch.log(b) - g / rho_b)  # log 0 = -inf: no 0 * inf
-                errors.append(_column_error(bv * ktu, b, target))
+                g = torch.zeros_like(b) if g0 is None else g0  # the potential of bv, for a relaxed side's target
+                if rho_b is not None and ktu_prev is not None:
+                    g = g + eps * log_scaling(ktu_prev, lam_b, log_beta)
+                errors.append(marginal_error(bv * ktu, b, g, rho_b))
         bv = weighted(ktu, lam_b, b_beta)
-        if check and _should_stop(errors[-1], options):
+        if check and should_stop(errors[-1], options):
             n_iter = it + 1
             break
     f = f0 + eps * log_scaling(kbv, lam_a, log_alpha)
@@ -252,7 +213,7 @@ def solve(
     of the kernel domain (``f_init`` required there, see :func:`kernel_reference`).
 
     This is the PyTorch backend of :func:`otkit.sinkhorn`. On CUDA, small-``m`` problems may run in the fused
-    kernel of :mod:`otkit._triton` instead (the rule is :func:`otkit._triton.select_backend`); on the CPU
+    kernel of :mod:`otkit.dense.kernel` instead (the rule is :func:`otkit.dense.backend.select_backend`); on the CPU
     ``backend="auto"`` always comes here, where the cache blocking below makes it the fastest path.
     """
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]

@@ -15,8 +15,8 @@ At the optimum ``(f, g)`` the regularised OT value equals the dual objective
 potentials are defined up to ``(f + t, g - t)``, which moves ``dD/da`` and ``dD/db`` by ``+t`` and ``-t``: the
 derivative along any change of the weights that keeps the masses equal (the only feasible ones) is unaffected.
 
-The gradients in the points need the plan applied to the features, which :func:`otkit._tiles.exp_sums`
-streams; a stored cost gets ``dD/dC = P`` directly.
+The gradients in the points need the plan applied to the features, which
+:func:`otkit.geometry.tiles.exp_sums` streams; a stored cost gets ``dD/dC = P`` directly.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from otkit._tiles import exp_sums, log_weights
-from otkit.geometry import Geometry
+from otkit.geometry.costs import Geometry
+from otkit.geometry.tiles import exp_sums, log_weights
 from otkit.options import SinkhornOptions
 
 __all__ = ["PlanApply", "dual_value", "envelope_value", "plan_terms"]
@@ -74,8 +74,11 @@ def _feature_grad(geom: Geometry, row: Tensor, col: Tensor, eps: float) -> Tenso
 
 
 class _EnvelopeValue(torch.autograd.Function):
-    """``(first, second, a, b) -> D`` with the envelope gradient; ``first, second`` are the features ``x (B, n, d)``
-    and ``y (B, m, d)`` of a named cost, or the cost matrix ``(B, n, m)`` and ``None``."""
+    """``(first, second, a, b) -> D`` with the envelope gradient.
+
+    ``first, second`` are the features ``x (B, n, d)`` and ``y (B, m, d)`` of a named cost, or the cost matrix
+    ``(B, n, m)`` and ``None``.
+    """
 
     @staticmethod
     def forward(ctx, first, second, a, b, f, g, kind, backend, options):
@@ -111,23 +114,30 @@ class _EnvelopeValue(torch.autograd.Function):
 
 
 def envelope_value(geom: Geometry, a: Tensor, b: Tensor, f: Tensor, g: Tensor, options: SinkhornOptions) -> Tensor:
-    """The OT value ``(B,)`` at the optimum ``(f, g)`` of ``geom``, differentiable in its features (or matrix),
-    ``a (B, n)`` and ``b (B, m)`` by the envelope theorem. ``f``, ``g`` are detached potentials."""
+    """The OT value ``(B,)`` at the optimum ``(f, g)`` of ``geom``, differentiable by the envelope theorem.
+
+    Differentiable in the features (or matrix) of ``geom``, ``a (B, n)`` and ``b (B, m)``; ``f``, ``g`` are detached
+    potentials.
+    """
     if geom.matrix is not None:
         return _EnvelopeValue.apply(geom.matrix, None, a, b, f, g, "matrix", geom.backend, options)
     return _EnvelopeValue.apply(geom.x, geom.y, a, b, f, g, geom.kind, geom.backend, options)
 
 
 class PlanApply(torch.autograd.Function):
-    """``v (B, m, k) -> sum_j exp(r_i + c_j - C_ij / eps) v_j`` ``(B, n, k)``, streamed; linear, so the backward
-    is the transposed product. ``geom``, ``row``, ``col`` are constants."""
+    """``v (B, m, k) -> sum_j exp(r_i + c_j - C_ij / eps) v_j`` ``(B, n, k)``, streamed.
+
+    Linear, so the backward is the transposed product. ``geom``, ``row``, ``col`` are constants.
+    """
 
     @staticmethod
     def forward(ctx, v, geom, row, col, eps):
+        """The product, tile by tile."""
         ctx.geom, ctx.row, ctx.col, ctx.eps = geom, row, col, eps
         return exp_sums(geom, row, col, eps, v)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
+        """The transposed product."""
         return exp_sums(ctx.geom.transpose(), ctx.col, ctx.row, ctx.eps, grad), None, None, None, None

@@ -2,41 +2,57 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from otkit.options import SinkhornOptions
-from otkit.result import SinkhornResult
+from otkit._deprecation import warn_once
+from otkit.dense import SinkhornResult
+from otkit.dense.solve import solve_dense
+from otkit.geometry.costs import unit_vectors
+from otkit.options import SinkhornOptions, SinkhornSettings, Unpack, resolve_options
 
-__all__ = ["MultiPromptTransport", "multi_prompt_transport", "unit_vectors"]
-
-
-def unit_vectors(x: Tensor, dim: int = -1) -> Tensor:
-    """L2-normalise along ``dim`` in float32 (half precision cannot hold the norm's floor), back in x's dtype.
-
-    A zero vector stays zero instead of becoming NaN.
-    """
-    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return F.normalize(work, dim=dim).to(x.dtype)
+__all__ = ["MultiPromptTransport", "multi_prompt_transport"]
 
 
-class MultiPromptTransport(NamedTuple):
+@dataclass(frozen=True)
+class MultiPromptTransport:
     """Output of :func:`multi_prompt_transport`.
 
     Attributes:
         plan: ``(B, K, M, N)`` transport plan of each (image, class) problem; sums to the total mass (1 by default).
         score: ``(B, K, M)`` score map ``sum_n M * N * plan * similarity``.
         similarity: ``(B, K, M, N)`` cosine similarity between pixels and prompts.
-        result: The underlying :class:`~otkit.result.SinkhornResult` over the ``(B, K)`` batch.
+        result: The underlying :class:`~otkit.SinkhornResult` over the ``(B, K)`` batch: potentials, iterations,
+            convergence.
+
+    Compatibility: otkit 0.1 returned a named tuple; unpacking ``plan, score, similarity, result = ...`` and
+    indexing still work, with a ``FutureWarning`` the first time.
     """
 
-    plan: Tensor
-    score: Tensor
-    similarity: Tensor
+    plan: Tensor = field(repr=False)
+    score: Tensor = field(repr=False)
+    similarity: Tensor = field(repr=False)
     result: SinkhornResult
+
+    def _fields(self) -> tuple[Tensor, Tensor, Tensor, SinkhornResult]:
+        warn_once(
+            "MultiPromptTransport as a tuple",
+            "multi_prompt_transport returns a frozen dataclass since otkit 0.2: read .plan, .score, .similarity and "
+            ".result instead of unpacking or indexing it.",
+        )
+        return self.plan, self.score, self.similarity, self.result
+
+    def __iter__(self) -> Iterator[Tensor | SinkhornResult]:
+        return iter(self._fields())
+
+    def __getitem__(self, index: int) -> Tensor | SinkhornResult:
+        return self._fields()[index]
+
+    def __len__(self) -> int:
+        return 4
 
 
 def _check_features(pixels: Tensor, prompts: Tensor) -> None:
@@ -57,10 +73,12 @@ def _check_features(pixels: Tensor, prompts: Tensor) -> None:
 def multi_prompt_transport(
     pixels: Tensor,
     prompts: Tensor,
-    options: SinkhornOptions = SinkhornOptions(),
+    eps: float | None = None,
     *,
     pixel_weights: Tensor | None = None,
     prompt_weights: Tensor | None = None,
+    options: SinkhornOptions | None = None,
+    **settings: Unpack[SinkhornSettings],
 ) -> MultiPromptTransport:
     r"""Transport the pixels of each image onto the prompts of each class (OTSeg's multi-prompt Sinkhorn).
 
@@ -71,21 +89,40 @@ def multi_prompt_transport(
     .. math:: S_{bkm} = \sum_n M N \, T_{bkmn} \, \mathrm{sim}_{bkmn}
 
     is a similarity weighted by how much of pixel ``m`` each prompt took (``M N T`` is 1 for a uniform plan).
-    All ``B * K`` problems are solved as one batch, ``options.solve(1 - similarity, ...)``.
+    All ``B * K`` problems are solved as one batch by :func:`otkit.sinkhorn` on the cost ``1 - similarity``.
 
     Args:
         pixels: ``(B, M, C)`` pixel embeddings (normalised here).
         prompts: ``(K, N, C)`` shared, or ``(B, K, N, C)`` per-image prompt embeddings (normalised here).
-        options: Solver settings; the defaults are OTSeg's (eps 0.05, at most 100 iterations, tol 1e-6). The
-            rows of each problem are the pixels and the columns the prompts, so ``options.rho_a`` relaxes the
-            pixel marginal and ``options.rho_b`` the prompt marginal (``None``: exact). ``max_iter`` must be
-            >= 1.
+        eps: Entropic regularisation on the cosine cost; ``None``: that of ``options`` (0.05 by default).
         pixel_weights: ``(M,)``, ``(B, M)`` or ``(B, K, M)`` weights over pixels; ``None``: uniform.
         prompt_weights: ``(N,)``, ``(K, N)`` or ``(B, K, N)`` weights over prompts; ``None``: uniform.
+        options: All solver settings as one :class:`~otkit.SinkhornOptions`; ``None``: the defaults.
+        **settings: Any other field of :class:`~otkit.SinkhornOptions` (see :func:`otkit.sinkhorn`). The rows of
+            each problem are the pixels and the columns the prompts, so ``rho_a`` relaxes the pixel marginal and
+            ``rho_b`` the prompt marginal (``None``: exact). ``max_iter`` must be >= 1.
 
     Returns:
-        :class:`MultiPromptTransport` with ``plan (B, K, M, N)``, ``score (B, K, M)``, ``similarity``, ``result``.
+        :class:`~otkit.MultiPromptTransport` with ``plan (B, K, M, N)``, ``score (B, K, M)``, ``similarity`` and
+        ``result``.
+
+    Example:
+        >>> import torch, otkit
+        >>> pixels, prompts = torch.randn(2, 64, 16), torch.randn(3, 4, 16)  # 2 images, 3 classes x 4 prompts
+        >>> out = otkit.multi_prompt_transport(pixels, prompts, eps=0.05)
+        >>> out.plan.shape, out.score.shape
+        (torch.Size([2, 3, 64, 4]), torch.Size([2, 3, 64]))
+        >>> torch.allclose(out.plan.sum(-2), torch.full((2, 3, 4), 1 / 4), atol=1e-5)  # each prompt gets 1/N
+        True
     """
+    if isinstance(eps, SinkhornOptions):  # otkit 0.1: multi_prompt_transport(pixels, prompts, options)
+        warn_once(
+            "multi_prompt_transport options positional",
+            "multi_prompt_transport(pixels, prompts, options) is multi_prompt_transport(pixels, prompts, "
+            "options=options) since otkit 0.2 (its third argument is eps).",
+        )
+        eps, options = None, eps
+    options = resolve_options("otkit.multi_prompt_transport", options, eps, settings)
     _check_features(pixels, prompts)
     batch, n_pix, _ = pixels.shape
     n_cls, n_prompt = prompts.shape[-3:-1]
@@ -104,7 +141,7 @@ def multi_prompt_transport(
     similarity = sim_t.transpose(-1, -2)  # (B, K, M, N)
     if pixel_weights is not None and pixel_weights.dim() == 2:
         pixel_weights = pixel_weights.unsqueeze(1)  # (B, M) -> (B, 1, M)
-    res = options.solve(1 - similarity, pixel_weights, prompt_weights)
+    res = solve_dense(1 - similarity, pixel_weights, prompt_weights, options)
     plan = res.plan
     score = (plan * similarity).sum(-1) * (n_pix * n_prompt)
     return MultiPromptTransport(plan=plan, score=score, similarity=similarity, result=res)
