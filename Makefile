@@ -32,9 +32,13 @@ serve: $(VENV)/.installed-app
 # OMP_WAIT_POLICY=PASSIVE: OpenMP threads waiting at a barrier sleep instead of spinning. With spinning (the
 # default), a two-thread test on a 2-core machine shared with any other work ran 9x slower (348 s against 39 s for
 # the tiny CLIP pre-training test): every operation waited for the thread that had lost its core.
+# The suite runs in TEST_WORKERS processes (pytest-xdist) of one thread each: two one-thread processes keep two cores
+# busier than one two-thread process. A test module stays in one worker (--dist loadscope), so its fixtures (a served
+# model, a browser) start once.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
