@@ -53,7 +53,7 @@ def test_the_huge_header_is_refused_before_decoding_and_pillows_check_stays(tmp_
         with pytest.raises(ImageTooLargeError) as err:
             read(path)
         message = str(err.value)
-        assert "\n" not in message and str(path) in message and "900.0 megapixels" in message
+        assert "\n" not in message and str(path) in message and "900 megapixels" in message
         assert f"limit of {MAX_PIXELS / 1e6:g} megapixels" in message and "--max-megapixels 900" in message
         assert err.value.pixels == 30000 * 30000 and err.value.limit == MAX_PIXELS
     assert Image.MAX_IMAGE_PIXELS == pillow_limit  # the default limit leaves Pillow's check as it was
@@ -61,7 +61,7 @@ def test_the_huge_header_is_refused_before_decoding_and_pillows_check_stays(tmp_
 
 def test_an_image_over_the_limit_is_named_with_its_width_and_height(tmp_path):
     path = _png(tmp_path / "photo.png", (120, 50))
-    with pytest.raises(ImageTooLargeError, match=r"photo\.png: 120x50 pixels \(0\.0 megapixels\), over the limit"):
+    with pytest.raises(ImageTooLargeError, match=r"photo\.png: 120x50 pixels \(0\.006 megapixels\), over the limit"):
         load_image(path, max_pixels=5000)
     assert load_image(path, max_pixels=6000).shape == (3, 50, 120)
 
@@ -69,7 +69,7 @@ def test_an_image_over_the_limit_is_named_with_its_width_and_height(tmp_path):
 def test_raising_the_limit_raises_pillows_check_but_never_turns_it_off(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above 2000 pixels
     path = _png(tmp_path / "photo.png", (100, 100))
-    with pytest.raises(ImageTooLargeError, match="10.0 megapixels|0.0 megapixels"):
+    with pytest.raises(ImageTooLargeError, match=r"photo\.png: 0\.01 megapixels, over the limit of 0\.001 megapixels"):
         load_image(path, max_pixels=1000)
     assert Image.MAX_IMAGE_PIXELS == 1000
     assert load_image(path, max_pixels=20_000).shape == (3, 100, 100)
@@ -81,7 +81,7 @@ def test_predict_refuses_a_huge_image_in_one_line(tiny_model_file, tmp_path):
     args = ["predict", str(huge), "--model", str(tiny_model_file), "--classes", "a,b", "--out-dir", str(tmp_path)]
     result = CliRunner().invoke(otseg_main, args)
     line = _one_error_line(result.output)
-    assert result.exit_code == 1 and str(huge) in line and "900.0 megapixels" in line and "--max-megapixels" in line
+    assert result.exit_code == 1 and str(huge) in line and "900 megapixels" in line and "--max-megapixels" in line
     photo = _png(tmp_path / "photo.png", (64, 48))
     result = CliRunner().invoke(otseg_main, [*args[:1], str(photo), *args[2:], "--max-megapixels", "0.002"])
     line = _one_error_line(result.output)
@@ -102,7 +102,7 @@ def _folder_dataset(root: Path) -> Path:
 
 def test_eval_refuses_a_huge_dataset_image_in_one_line(tiny_model_file, tmp_path):
     root = _folder_dataset(tmp_path / "data")
-    with pytest.raises(ImageTooLargeError, match="900.0 megapixels"):
+    with pytest.raises(ImageTooLargeError, match="900 megapixels"):
         FolderDataset.from_root(root)[0]
     args = ["eval", "--model", str(tiny_model_file), "--dataset", "folder", "--data-root", str(root)]
     result = CliRunner().invoke(otseg_main, [*args, "--mode", "whole"])

@@ -57,7 +57,7 @@ class ImageTooLargeError(DataFileError):
 
     def __init__(self, path: Path, pixels: int, size: tuple[int, int] | None, limit: int) -> None:
         self.path, self.pixels, self.size, self.limit = path, pixels, size, limit
-        dims = f"{pixels / 1e6:.1f} megapixels"
+        dims = f"{pixels / 1e6:.3g} megapixels"
         if size:
             dims = f"{size[0]}x{size[1]} pixels ({dims})"
         super().__init__(
@@ -115,7 +115,7 @@ def open_image(path: str | Path, what: str = "image", max_pixels: int | None = N
         >>> open_image(path, max_pixels=1000)
         Traceback (most recent call last):
         ...
-        otseg.data.readers.ImageTooLargeError: ...: 40x30 pixels (0.0 megapixels), over the limit of 0.001 megapixels...
+        otseg.data.readers.ImageTooLargeError: ...: 40x30 pixels (0.0012 megapixels), over the limit of 0.001...
     """
     path = Path(path)
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)

@@ -114,7 +114,7 @@ def read_upload(path: str | Path, limits: ServeLimits) -> np.ndarray:
         with open_image(path, max_pixels=limits.max_pixels) as img:
             width, height = img.size
     except ImageTooLargeError as err:
-        size = f"{err.size[0]}x{err.size[1]} pixels" if err.size else f"{err.pixels / 1e6:.0f} megapixels"
+        size = f"{err.size[0]}x{err.size[1]} pixels" if err.size else f"{err.pixels / 1e6:.3g} megapixels"
         raise RequestError(
             f"{name} has {size}; this server takes at most {limits.max_pixels / 1e6:g} megapixels: "
             "upload a smaller image."
