@@ -1,6 +1,6 @@
 """The page of ``otseg serve``: Gradio Blocks around a :class:`~otseg.serve.session.SegmentationSession`.
 
-Gradio is an optional extra (``pip install 'otkit-otseg[app]'``), imported only here, by :func:`import_gradio`,
+Gradio is an optional extra (``pip install 'otseg[app]'``), imported only here, by :func:`import_gradio`,
 which first turns off everything in it that would reach the network (analytics, version checks, Hugging Face
 telemetry); the page's fonts and scripts come from the Gradio package itself.
 """
@@ -21,8 +21,8 @@ from otseg.serve.views import area_rows, class_view, enlarge, largest_class, leg
 __all__ = ["GRADIO_MISSING", "build_app", "import_gradio", "launch"]
 
 GRADIO_MISSING = (
-    "otseg serve needs Gradio, an optional extra: pip install 'otkit-otseg[app]' (in a checkout: "
-    "pip install -e '.[app]', or make serve)."
+    "otseg serve needs Gradio, an optional extra: pip install 'otseg[app]' (in a checkout: "
+    "pip install -e ./otkit -e '.[app]', or make serve)."
 )
 
 OFFLINE_ENVIRONMENT = {
