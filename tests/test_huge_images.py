@@ -7,8 +7,6 @@ Pillow's own limit but over ours is named with its width and height.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +18,7 @@ from cli.otseg_cli import main as otseg_main
 from otseg.data.datasets import FolderDataset
 from otseg.data.readers import MAX_PIXELS, ImageTooLargeError, load_image, load_label, open_image
 from otseg.serve import RequestError, ServeLimits, read_upload
-
-
-def huge_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
-    """A 1x1 RGB PNG whose IHDR chunk is rewritten to claim ``width`` x ``height`` (its CRC recomputed)."""
-    Image.new("RGB", (1, 1), (10, 20, 30)).save(path)
-    data = bytearray(path.read_bytes())
-    assert data[12:16] == b"IHDR"  # after the 8-byte signature and the chunk's 4-byte length
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-    return path
+from tests.huge_image import huge_png
 
 
 def _png(path: Path, size: tuple[int, int]) -> Path:
