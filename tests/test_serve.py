@@ -253,7 +253,11 @@ def test_gradio_is_imported_lazily_so_otseg_works_without_it():
 
 def test_the_page_builds(session):
     pytest.importorskip("gradio", reason="the app extra (Gradio) is not installed")
-    from otseg.serve.app import build_app
+    from otseg.serve.app import MODEL_QUEUE, build_app
 
     app = build_app(session, [], {"dataset": "synthetic", "step": 3})
     assert app.title.startswith("OTSeg")
+    public = [fn for fn in app.fns.values() if fn.api_visibility == "public"]
+    assert [fn.api_name for fn in public] == ["segment"]
+    model_runs = {fn.name: fn.concurrency_id for fn in app.fns.values() if fn.concurrency_id == MODEL_QUEUE}
+    assert set(model_runs) == {"segment_api", "show_segmentation"}  # the page's requests and the API's: one queue

@@ -123,6 +123,8 @@ def test_segment_in_a_real_browser(served, tiny_model_file, tmp_path):
             )
             assert "wall" in page.locator("#otseg-classes textarea").input_value()
         html = page.content()
+        page.get_by_text("Use via API").first.click()  # the footer's link: the named endpoint and its example
+        page.get_by_text("/segment").first.wait_for(timeout=STEP_TIMEOUT_MS)
         browser.close()
     assert outside == []
     assert str(tiny_model_file.parent) not in html and "Traceback" not in html

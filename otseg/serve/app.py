@@ -332,7 +332,7 @@ def launch(
         server_port=port,
         share=False,
         max_file_size=int(max_upload_mb * 2**20),
-        footer_links=[],
+        footer_links=["api"],  # "Use via API": the /segment endpoint and a gradio_client example
         ssr_mode=False,
         mcp_server=False,
         pwa=False,
