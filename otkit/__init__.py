@@ -8,7 +8,8 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
   :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
 - OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
-- Doubly-stochastic layers (fixed iteration counts, for training loops): :func:`sinkhorn_knopp`.
+- Doubly-stochastic layers (fixed iteration counts, for training loops): :func:`sinkhorn_knopp`,
+  :func:`gumbel_sinkhorn`, :func:`matching`.
 """
 
 from torch import Tensor
@@ -26,7 +27,7 @@ from otkit.attention import (
 )
 from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
-from otkit.doubly_stochastic import sinkhorn_knopp
+from otkit.doubly_stochastic import gumbel_sinkhorn, matching, sinkhorn_knopp
 from otkit.geometry import pairwise_cost, unit_vectors
 from otkit.options import SinkhornOptions
 from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
@@ -43,6 +44,8 @@ __all__ = [
     "SinkhornAttention",
     "SinkhornOptions",
     "SinkhornResult",
+    "gumbel_sinkhorn",
+    "matching",
     "multi_prompt_transport",
     "pairwise_cost",
     "sinkhorn",
