@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import otkit
+from otkit.doubly_stochastic import unrolled
 from otkit.doubly_stochastic.unrolled import SinkhornKnopp, batch_last
 
 F64 = torch.float64
@@ -46,6 +47,20 @@ def test_outputs_and_gradients_equal_the_plain_loop(shape, tau):
     (grad,) = torch.autograd.grad((out * weights).sum(), log_alpha)
     (grad_ref,) = torch.autograd.grad((ref * weights).sum(), log_alpha)
     torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(40, 4, 4), (7, 9, 10)])
+def test_cache_blocks_give_the_same_result(shape, monkeypatch):
+    log_alpha = torch.randn(shape, dtype=F64, requires_grad=True)
+    weights = torch.randn(shape, dtype=F64)
+    out = otkit.sinkhorn_knopp(log_alpha, 20, 0.5)
+    (grad,) = torch.autograd.grad((out * weights).sum(), log_alpha)
+    monkeypatch.setattr(unrolled, "CPU_BLOCK_ELEMENTS", 3 * shape[1] * shape[2])  # blocks of 3, the last shorter
+    assert unrolled.block_size(log_alpha) == 3
+    blocked = otkit.sinkhorn_knopp(log_alpha, 20, 0.5)
+    (grad_blocked,) = torch.autograd.grad((blocked * weights).sum(), log_alpha)
+    torch.testing.assert_close(blocked, out, rtol=0, atol=1e-14)
+    torch.testing.assert_close(grad_blocked, grad, rtol=0, atol=1e-14)
 
 
 def test_both_layouts_are_exercised():
