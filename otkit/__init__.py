@@ -8,6 +8,8 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
   :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
 - OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
+- Doubly-stochastic layers (fixed iteration counts, for training loops): :func:`sinkhorn_knopp`,
+  :func:`gumbel_sinkhorn`, :func:`matching`.
 """
 
 from torch import Tensor
@@ -25,6 +27,7 @@ from otkit.attention import (
 )
 from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
+from otkit.doubly_stochastic import gumbel_sinkhorn, matching, sinkhorn_knopp
 from otkit.geometry import pairwise_cost, unit_vectors
 from otkit.options import SinkhornOptions
 from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
@@ -41,12 +44,15 @@ __all__ = [
     "SinkhornAttention",
     "SinkhornOptions",
     "SinkhornResult",
+    "gumbel_sinkhorn",
+    "matching",
     "multi_prompt_transport",
     "pairwise_cost",
     "sinkhorn",
     "sinkhorn_attention",
     "sinkhorn_attention_weights",
     "sinkhorn_divergence",
+    "sinkhorn_knopp",
     "sinkhorn_points",
     "unit_vectors",
 ]
