@@ -8,11 +8,12 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
   :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
 - OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
+- Minibatch couplings for flow matching: :mod:`otkit.couplings` (``plan``, ``OTPlanSampler``, ``linear_assignment``).
 """
 
 from torch import Tensor
 
-from otkit import _deprecation
+from otkit import _deprecation, couplings
 from otkit._convergence import ConvergenceWarning
 from otkit.attention import (
     ATTENTION_OPTIONS,
@@ -41,6 +42,7 @@ __all__ = [
     "SinkhornAttention",
     "SinkhornOptions",
     "SinkhornResult",
+    "couplings",
     "multi_prompt_transport",
     "pairwise_cost",
     "sinkhorn",
