@@ -8,6 +8,7 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
   :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
 - OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
+- Soft sorting (entropic OT to a sorted target): :func:`soft_sort`, :func:`soft_rank`, :func:`soft_quantile`.
 - Minibatch couplings for flow matching: :mod:`otkit.couplings` (``plan``, ``OTPlanSampler``, ``linear_assignment``).
 """
 
@@ -29,6 +30,7 @@ from otkit.dense.solve import solve_dense
 from otkit.geometry import pairwise_cost, unit_vectors
 from otkit.options import SinkhornOptions
 from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
+from otkit.sorting import soft_quantile, soft_rank, soft_sort
 
 __version__ = "0.2.0"
 
@@ -50,6 +52,9 @@ __all__ = [
     "sinkhorn_attention_weights",
     "sinkhorn_divergence",
     "sinkhorn_points",
+    "soft_quantile",
+    "soft_rank",
+    "soft_sort",
     "unit_vectors",
 ]
 
