@@ -10,11 +10,13 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
 - Doubly-stochastic layers (fixed iteration counts, for training loops): :func:`sinkhorn_knopp`,
   :func:`gumbel_sinkhorn`, :func:`matching`.
+- Soft sorting (entropic OT to a sorted target): :func:`soft_sort`, :func:`soft_rank`, :func:`soft_quantile`.
+- Minibatch couplings for flow matching: :mod:`otkit.couplings` (``plan``, ``OTPlanSampler``, ``linear_assignment``).
 """
 
 from torch import Tensor
 
-from otkit import _deprecation
+from otkit import _deprecation, couplings
 from otkit._convergence import ConvergenceWarning
 from otkit.attention import (
     ATTENTION_OPTIONS,
@@ -31,6 +33,7 @@ from otkit.doubly_stochastic import gumbel_sinkhorn, matching, sinkhorn_knopp
 from otkit.geometry import pairwise_cost, unit_vectors
 from otkit.options import SinkhornOptions
 from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
+from otkit.sorting import soft_quantile, soft_rank, soft_sort
 
 __version__ = "0.2.0"
 
@@ -44,6 +47,7 @@ __all__ = [
     "SinkhornAttention",
     "SinkhornOptions",
     "SinkhornResult",
+    "couplings",
     "gumbel_sinkhorn",
     "matching",
     "multi_prompt_transport",
@@ -54,6 +58,9 @@ __all__ = [
     "sinkhorn_divergence",
     "sinkhorn_knopp",
     "sinkhorn_points",
+    "soft_quantile",
+    "soft_rank",
+    "soft_sort",
     "unit_vectors",
 ]
 

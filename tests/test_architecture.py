@@ -24,6 +24,8 @@ ALLOWED = {
     "otkit.points": OTKIT_BASE | {"otkit.geometry"},
     "otkit.attention": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
     "otkit.doubly_stochastic": OTKIT_BASE | {"otkit.dense"},
+    "otkit.couplings": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
+    "otkit.sorting": OTKIT_BASE | {"otkit.dense"},
     "otseg.presets": set(),
     "otseg.config": {"otkit", "otseg.presets"},
     "otseg.utils": set(),
