@@ -6,7 +6,8 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
 - Dense costs ``(..., n, m)``: :func:`sinkhorn` -> :class:`SinkhornResult`.
 - Point clouds ``(..., n, d)``, the cost stored or streamed: :func:`sinkhorn_points` -> :class:`PointCloudResult`,
   :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
-- Gromov-Wasserstein and fused GW between spaces: :func:`gromov_wasserstein` -> :class:`GromovResult`.
+- Gromov-Wasserstein and fused GW between spaces: :func:`gromov_wasserstein` (intra-cost matrices),
+  :func:`gromov_wasserstein_points` (point clouds, streamed) -> :class:`GromovResult`.
 - OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
 """
@@ -27,7 +28,7 @@ from otkit.attention import (
 from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
 from otkit.geometry import pairwise_cost, unit_vectors
-from otkit.gromov import GromovResult, gromov_wasserstein
+from otkit.gromov import GromovResult, gromov_wasserstein, gromov_wasserstein_points
 from otkit.options import SinkhornOptions
 from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
 
@@ -45,6 +46,7 @@ __all__ = [
     "SinkhornOptions",
     "SinkhornResult",
     "gromov_wasserstein",
+    "gromov_wasserstein_points",
     "multi_prompt_transport",
     "pairwise_cost",
     "sinkhorn",

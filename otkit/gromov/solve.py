@@ -64,7 +64,7 @@ def gromov_wasserstein(
     loss: GromovLoss = "square",
     symmetric: bool | None = None,
     init: Tensor | None = None,
-    max_outer: int = 100,
+    max_outer: int = 1000,
     outer_tol: float | None = 1e-5,
     options: SinkhornOptions | None = None,
     **settings: Unpack[SinkhornSettings],
@@ -103,7 +103,7 @@ def gromov_wasserstein(
             ``1e-15``, POT's convention).
         symmetric: Whether ``Cx`` and ``Cy`` are symmetric (then the gradient costs half); ``None``: checked.
         init: ``(..., n, m)`` plan of the first linearisation; ``None``: ``a b^T``.
-        max_outer: Maximum number of outer iterations (>= 1).
+        max_outer: Maximum number of outer iterations (>= 1; 1000, POT's default).
         outer_tol: Tolerance on the plan's change (see above); ``None`` runs exactly ``max_outer``.
         options: Settings of the inner Sinkhorn solves, a :class:`~otkit.SinkhornOptions`.
         **settings: Any other field of :class:`~otkit.SinkhornOptions` for the inner solves (``max_iter``,
