@@ -6,6 +6,8 @@ Every entry point takes its settings the same way (``eps``, then ``options=`` or
 - Dense costs ``(..., n, m)``: :func:`sinkhorn` -> :class:`SinkhornResult`.
 - Point clouds ``(..., n, d)``, the cost stored or streamed: :func:`sinkhorn_points` -> :class:`PointCloudResult`,
   :func:`sinkhorn_divergence` -> :class:`DivergenceResult`, :func:`pairwise_cost`.
+- Gromov-Wasserstein and fused GW between spaces: :func:`gromov_wasserstein` (intra-cost matrices),
+  :func:`gromov_wasserstein_points` (point clouds, streamed) -> :class:`GromovResult`.
 - OT attention: :func:`sinkhorn_attention`, :func:`sinkhorn_attention_weights`, :class:`SinkhornAttention`,
   :func:`multi_prompt_transport` -> :class:`MultiPromptTransport`, :class:`MultiPromptSinkhornAttention`.
 - Doubly-stochastic layers (fixed iteration counts, for training loops): :func:`sinkhorn_knopp`,
@@ -31,6 +33,7 @@ from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
 from otkit.doubly_stochastic import gumbel_sinkhorn, matching, sinkhorn_knopp
 from otkit.geometry import pairwise_cost, unit_vectors
+from otkit.gromov import GromovResult, gromov_wasserstein, gromov_wasserstein_points
 from otkit.options import SinkhornOptions
 from otkit.points import DivergenceResult, PointCloudResult, sinkhorn_divergence, sinkhorn_points
 from otkit.sorting import soft_quantile, soft_rank, soft_sort
@@ -41,6 +44,7 @@ __all__ = [
     "ATTENTION_OPTIONS",
     "ConvergenceWarning",
     "DivergenceResult",
+    "GromovResult",
     "MultiPromptSinkhornAttention",
     "MultiPromptTransport",
     "PointCloudResult",
@@ -48,6 +52,8 @@ __all__ = [
     "SinkhornOptions",
     "SinkhornResult",
     "couplings",
+    "gromov_wasserstein",
+    "gromov_wasserstein_points",
     "gumbel_sinkhorn",
     "matching",
     "multi_prompt_transport",

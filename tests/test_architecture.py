@@ -22,6 +22,7 @@ ALLOWED = {
     "otkit.dense": OTKIT_BASE,
     "otkit.geometry": OTKIT_BASE,
     "otkit.points": OTKIT_BASE | {"otkit.geometry"},
+    "otkit.gromov": OTKIT_BASE | {"otkit.dense", "otkit.geometry", "otkit.points"},
     "otkit.attention": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
     "otkit.doubly_stochastic": OTKIT_BASE | {"otkit.dense"},
     "otkit.couplings": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
