@@ -23,6 +23,7 @@ from otkit.attention import (
     sinkhorn_attention,
     sinkhorn_attention_weights,
 )
+from otkit.barycenter import BarycenterResult, FreeSupportBarycenterResult, sinkhorn_barycenter
 from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
 from otkit.geometry import pairwise_cost, unit_vectors
@@ -33,8 +34,10 @@ __version__ = "0.2.0"
 
 __all__ = [
     "ATTENTION_OPTIONS",
+    "BarycenterResult",
     "ConvergenceWarning",
     "DivergenceResult",
+    "FreeSupportBarycenterResult",
     "MultiPromptSinkhornAttention",
     "MultiPromptTransport",
     "PointCloudResult",
@@ -46,6 +49,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn_attention",
     "sinkhorn_attention_weights",
+    "sinkhorn_barycenter",
     "sinkhorn_divergence",
     "sinkhorn_points",
     "unit_vectors",

@@ -23,6 +23,7 @@ ALLOWED = {
     "otkit.geometry": OTKIT_BASE,
     "otkit.points": OTKIT_BASE | {"otkit.geometry"},
     "otkit.attention": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
+    "otkit.barycenter": OTKIT_BASE | {"otkit.geometry", "otkit.points"},
     "otseg.presets": set(),
     "otseg.config": {"otkit", "otseg.presets"},
     "otseg.utils": set(),

@@ -1,0 +1,147 @@
+"""Barycenters: agreement with POT, batch dims, the debiased barycenter of one input, input checks.
+
+Conventions: otkit's ``eps`` is POT's ``reg`` with the same cost; POT takes histograms as columns
+(``A = hists.T``); both solve ``min_b sum_k w_k W_eps(a_k, b)`` with the entropy of the plan itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import otkit
+
+ot = pytest.importorskip("ot")
+
+
+def _bumps(t: torch.Tensor, centres, width: float = 0.02, floor: float = 0.0) -> torch.Tensor:
+    """Normalised Gaussian bumps on the grid ``t``, one per centre: ``(k, n)``."""
+    h = torch.stack([torch.exp(-((t - c) ** 2) / width) for c in centres]) + floor
+    return h / h.sum(-1, keepdim=True)
+
+
+@pytest.fixture
+def line():
+    t = torch.linspace(0, 1, 50, dtype=torch.float64)
+    return t, (t[:, None] - t) ** 2
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.002])
+def test_equals_pot_log_barycenter(line, eps):
+    t, cost = line
+    hists = _bumps(t, (0.2, 0.5, 0.8), floor=1e-3)
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    res = otkit.sinkhorn_barycenter(hists, cost, weights, eps, tol=1e-10, max_iter=5000)
+    ref = ot.bregman.barycenter(
+        hists.T.numpy(),
+        cost.numpy(),
+        eps,
+        weights=weights.numpy(),
+        method="sinkhorn_log",
+        stopThr=1e-12,
+        numItermax=20000,
+    )
+    assert bool(res.converged) and res.barycenter.shape == (50,)
+    np.testing.assert_allclose(res.barycenter.numpy(), ref, rtol=0, atol=1e-9 * ref.max())
+
+
+def test_equals_pot_debiased_barycenter_iterate_by_iterate(line):
+    # The debiased projections converge slowly (sublinearly): compare the same number of iterations of both,
+    # which run the same iterates (10 steps of the debiasing fixed point per iteration, as POT).
+    t, cost = line
+    hists = _bumps(t, (0.2, 0.5, 0.8), floor=1e-3)
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    res = otkit.sinkhorn_barycenter(hists, cost, weights, 0.01, debiased=True, tol=None, max_iter=300)
+    ref = ot.bregman.barycenter_debiased(
+        hists.T.numpy(),
+        cost.numpy(),
+        0.01,
+        weights=weights.numpy(),
+        method="sinkhorn_log",
+        stopThr=0.0,
+        numItermax=300,
+        warn=False,
+    )
+    assert res.n_iter == 300 and res.debiased
+    np.testing.assert_allclose(res.barycenter.numpy(), ref, rtol=1e-10, atol=1e-14)
+
+
+def test_debiased_barycenter_of_one_input_is_that_input(line):
+    # All weight on one input: the debiased barycenter minimises S_eps(a, b) >= 0, which is 0 at b = a, and
+    # b = a is an exact fixed point of the projections. The input is a smooth bump, positive everywhere: with
+    # zeros the debiasing potential is -inf there and the fixed point is only reached in the limit, and a
+    # peaked input needs many more iterations (they grow like range(C) / eps). The plain barycenter is the
+    # input blurred by the entropy.
+    t, cost = line
+    hists = _bumps(t, (0.3, 0.5, 0.8), floor=1e-4)
+    weights = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    debiased = otkit.sinkhorn_barycenter(hists, cost, weights, 0.01, debiased=True, tol=1e-7)
+    plain = otkit.sinkhorn_barycenter(hists, cost, weights, 0.01, tol=1e-7)
+    scale = float(hists[0].max())
+    assert bool(debiased.converged)
+    assert float((debiased.barycenter - hists[0]).abs().max()) < 1e-4 * scale
+    assert float((plain.barycenter - hists[0]).abs().max()) > 0.1 * scale
+
+
+def test_batch_dims_equal_separate_solves(line):
+    _, cost = line
+    torch.manual_seed(0)
+    hists = torch.rand(2, 3, 4, 50, dtype=torch.float64) + 0.05
+    hists = hists / hists.sum(-1, keepdim=True)
+    weights = torch.softmax(torch.randn(2, 3, 4, dtype=torch.float64), -1)
+    costs = cost * (1 + torch.rand(2, 3, 1, 1, dtype=torch.float64))
+    res = otkit.sinkhorn_barycenter(hists, costs, weights, 0.02, tol=1e-9)
+    assert res.barycenter.shape == (2, 3, 50) and res.errors.shape[1:] == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            one = otkit.sinkhorn_barycenter(hists[i, j], costs[i, j], weights[i, j], 0.02, tol=1e-9)
+            torch.testing.assert_close(res.barycenter[i, j], one.barycenter, rtol=1e-7, atol=1e-10)
+
+
+def test_float32_and_rectangular_cost():
+    # The barycenter may live on another support (cost (n, m)); float32 inputs stay float32.
+    x, y = torch.linspace(0, 1, 40), torch.linspace(0, 1, 25)
+    hists = _bumps(x, (0.25, 0.75)).float()
+    res = otkit.sinkhorn_barycenter(hists, (x[:, None] - y) ** 2, eps=0.01, tol=1e-5)
+    assert res.barycenter.dtype == torch.float32 and res.barycenter.shape == (25,)
+    assert abs(float((res.barycenter * y).sum()) - 0.5) < 1e-3
+    assert abs(float(res.barycenter.sum()) - 1) < 1e-4
+
+
+def test_gradient_matches_finite_differences(line):
+    t, cost = line
+    hists = _bumps(t[:20], (0.05, 0.3), width=0.01, floor=0.01)
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64, requires_grad=True)
+    probe = torch.linspace(-1, 1, 20, dtype=torch.float64)
+
+    def objective(w):
+        return (
+            otkit.sinkhorn_barycenter(hists, cost[:20, :20], w, 0.01, tol=None, max_iter=200).barycenter * probe
+        ).sum()
+
+    assert torch.autograd.gradcheck(objective, (weights,), eps=1e-6, atol=1e-6)
+
+
+def test_bad_inputs_raise_with_the_fix(line):
+    t, cost = line
+    hists = _bumps(t, (0.2, 0.8))
+    with pytest.raises(ValueError, match="different total masses"):
+        otkit.sinkhorn_barycenter(hists * torch.tensor([[1.0], [2.0]], dtype=torch.float64), cost, eps=0.01)
+    with pytest.raises(ValueError, match="n = 50"):
+        otkit.sinkhorn_barycenter(_bumps(t[:10], (0.0, 0.1)), cost, eps=0.01)
+    with pytest.raises(ValueError, match="last dim k = 2"):
+        otkit.sinkhorn_barycenter(hists, cost, torch.ones(3), eps=0.01)
+    with pytest.raises(ValueError, match="square cost"):
+        otkit.sinkhorn_barycenter(hists, cost[:, :30], eps=0.01, debiased=True)
+    with pytest.raises(ValueError, match="rho_a"):
+        otkit.sinkhorn_barycenter(hists, cost, eps=0.01, rho_a=1.0)
+    with pytest.raises(ValueError, match="negative"):
+        otkit.sinkhorn_barycenter(-hists, cost, eps=0.01)
+
+
+def test_unconverged_warns(line):
+    t, cost = line
+    with pytest.warns(otkit.ConvergenceWarning):
+        res = otkit.sinkhorn_barycenter(_bumps(t, (0.2, 0.8)), cost, eps=0.001, max_iter=5)
+    assert not bool(res.converged)
