@@ -23,7 +23,12 @@ from otkit.attention import (
     sinkhorn_attention,
     sinkhorn_attention_weights,
 )
-from otkit.barycenter import BarycenterResult, FreeSupportBarycenterResult, sinkhorn_barycenter
+from otkit.barycenter import (
+    BarycenterResult,
+    FreeSupportBarycenterResult,
+    convolutional_barycenter,
+    sinkhorn_barycenter,
+)
 from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
 from otkit.geometry import pairwise_cost, unit_vectors
@@ -44,6 +49,7 @@ __all__ = [
     "SinkhornAttention",
     "SinkhornOptions",
     "SinkhornResult",
+    "convolutional_barycenter",
     "multi_prompt_transport",
     "pairwise_cost",
     "sinkhorn",
