@@ -29,6 +29,12 @@ from otkit.attention import (
     sinkhorn_attention,
     sinkhorn_attention_weights,
 )
+from otkit.barycenter import (
+    BarycenterResult,
+    FreeSupportBarycenterResult,
+    convolutional_barycenter,
+    sinkhorn_barycenter,
+)
 from otkit.dense import SinkhornResult, sinkhorn
 from otkit.dense.solve import solve_dense
 from otkit.doubly_stochastic import gumbel_sinkhorn, matching, sinkhorn_knopp
@@ -42,8 +48,10 @@ __version__ = "0.2.0"
 
 __all__ = [
     "ATTENTION_OPTIONS",
+    "BarycenterResult",
     "ConvergenceWarning",
     "DivergenceResult",
+    "FreeSupportBarycenterResult",
     "GromovResult",
     "MultiPromptSinkhornAttention",
     "MultiPromptTransport",
@@ -51,6 +59,7 @@ __all__ = [
     "SinkhornAttention",
     "SinkhornOptions",
     "SinkhornResult",
+    "convolutional_barycenter",
     "couplings",
     "gromov_wasserstein",
     "gromov_wasserstein_points",
@@ -61,6 +70,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn_attention",
     "sinkhorn_attention_weights",
+    "sinkhorn_barycenter",
     "sinkhorn_divergence",
     "sinkhorn_knopp",
     "sinkhorn_points",

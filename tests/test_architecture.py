@@ -27,6 +27,7 @@ ALLOWED = {
     "otkit.doubly_stochastic": OTKIT_BASE | {"otkit.dense"},
     "otkit.couplings": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
     "otkit.sorting": OTKIT_BASE | {"otkit.dense"},
+    "otkit.barycenter": OTKIT_BASE | {"otkit.geometry", "otkit.points"},
     "otseg.presets": set(),
     "otseg.config": {"otkit", "otseg.presets"},
     "otseg.utils": set(),
