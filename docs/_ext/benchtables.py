@@ -14,26 +14,18 @@ from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
-from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
-from sphinx.util.nodes import nested_parse_with_titles
 
 SHOWN = "benchmark_files_shown"
-
-
-def _escape(text: object) -> str:
-    return str(text).replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`").replace("|", "\\|")
 
 
 def _number(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return str(value)
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-    return _escape(value)
+    return str(value)
 
 
 def machine(environment: dict[str, Any]) -> str:
@@ -59,32 +51,62 @@ def read_results(path: Path) -> dict[str, Any]:
     return data
 
 
-def table_rst(name: str, data: dict[str, Any], suite: str | None, command: str | None, extras: list[str]) -> list[str]:
-    """The reStructuredText of one table, its command and its machine."""
+def _paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
+    para = nodes.paragraph()
+    for part in parts:
+        para += nodes.Text(part) if isinstance(part, str) else part
+    return para
+
+
+def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
+    table = nodes.table(classes=["benchmark-table"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    group += [nodes.colspec(colwidth=1) for _ in header]
+    for section, lines in ((nodes.thead(), [header]), (nodes.tbody(), rows)):
+        group += section
+        for cells in lines:
+            row = nodes.row()
+            for cell in cells:
+                entry = nodes.entry()
+                entry += nodes.paragraph(text=cell)
+                row += entry
+            section += row
+    return table
+
+
+def table_nodes(
+    name: str, data: dict[str, Any], suite: str | None, command: str | None, extras: list[str]
+) -> list[nodes.Node]:
+    """One table, the file and suite it comes from, its command and its machine."""
     rows = [row for row in data["rows"] if suite is None or row.get("suite") == suite]
     if not rows:
         raise ValueError(f"benchmark results {name}: no rows of suite {suite!r}")
     command = command or data.get("command")
-    lines = [f"From ``benchmarks/results/{name}``" + (f", suite ``{suite}``" if suite else "") + "."]
-    lines.append(f"Command: ``{command}``." if command else "Command: see ``benchmarks/README.md``.")
-    lines += [f"Machine: {_escape(machine(data['environment']))}.", ""]
+    source = _paragraph("From ", nodes.literal(text=f"benchmarks/results/{name}"))
+    if suite:
+        source += [nodes.Text(", suite "), nodes.literal(text=suite)]
+    source += nodes.Text(". Command: ")
+    source += nodes.literal(text=command) if command else nodes.Text("see benchmarks/README.md")
+    source += nodes.Text(f". Machine: {machine(data['environment'])}.")
     header = ["problem", "mode", "method", "ms", "speed-up vs reference", "reference", *extras]
-    lines += [".. list-table::", "   :header-rows: 1", ""]
-    lines += ["   * - " + header[0], *[f"     - {h}" for h in header[1:]]]
+    cells = []
     for row in rows:
         extra = row.get("extra") or {}
         ratio = row.get("ratio")
-        cells = [
-            _escape(row.get("problem", "")) + ("" if suite else f" ({_escape(row.get('suite', ''))})"),
-            _escape(row.get("mode", "")),
-            _escape(row.get("method", "")),
-            _number(row.get("ms")),
-            "-" if ratio is None else f"{ratio:.2f}x",
-            _escape(row.get("reference", "")),
-            *[_number(extra.get(key)) for key in extras],
-        ]
-        lines += ["   * - " + (cells[0] or " "), *[f"     - {c or ' '}" for c in cells[1:]]]
-    return [*lines, ""]
+        problem = str(row.get("problem", "")) + ("" if suite else f" ({row.get('suite', '')})")
+        cells.append(
+            [
+                problem,
+                str(row.get("mode", "")),
+                str(row.get("method", "")),
+                _number(row.get("ms")),
+                "-" if ratio is None else f"{ratio:.2f}x",
+                str(row.get("reference", "")),
+                *[_number(extra.get(key)) for key in extras],
+            ]
+        )
+    return [source, _table(header, cells)]
 
 
 class BenchmarkTable(SphinxDirective):
@@ -105,10 +127,9 @@ class BenchmarkTable(SphinxDirective):
         self.env.temp_data.setdefault(SHOWN, set()).add(name)
         extras = [key.strip() for key in self.options.get("extra", "").split(",") if key.strip()]
         try:
-            text = table_rst(name, read_results(path), self.options.get("suite"), self.options.get("command"), extras)
+            return table_nodes(name, read_results(path), self.options.get("suite"), self.options.get("command"), extras)
         except ValueError as exc:
             raise self.error(str(exc)) from exc
-        return _parse(self, text)
 
 
 class BenchmarkOthers(SphinxDirective):
@@ -119,25 +140,16 @@ class BenchmarkOthers(SphinxDirective):
         shown = self.env.temp_data.get(SHOWN, set())
         folder = Path(self.config.benchmark_results)
         self.env.note_dependency(str(folder))
-        text: list[str] = []
+        found: list[nodes.Node] = []
         for path in sorted(folder.glob("*.json")):
             if path.name in shown:
                 continue
             self.env.note_dependency(str(path))
             try:
-                data = read_results(path)
+                found += [nodes.rubric(text=path.name), *table_nodes(path.name, read_results(path), None, None, [])]
             except ValueError as exc:
                 raise self.error(str(exc)) from exc
-            text += [path.name, "~" * len(path.name), "", *table_rst(path.name, data, None, None, [])]
-        if not text:
-            text = ["Every results file is shown above."]
-        return _parse(self, text)
-
-
-def _parse(directive: SphinxDirective, lines: list[str]) -> list[nodes.Node]:
-    container = nodes.section() if any(line.startswith("~~~") for line in lines) else nodes.container()
-    nested_parse_with_titles(directive.state, StringList(lines, source=directive.get_source_info()[0]), container)
-    return container.children
+        return found or [_paragraph("Every results file is shown above.")]
 
 
 def setup(app: Sphinx) -> dict[str, object]:
