@@ -18,10 +18,11 @@ $(VENV)/.installed-app: pyproject.toml otkit/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ./otkit -e '.[app]'
 	touch $(VENV)/.installed $@
 
-# The tests include the browser test of `otseg serve`: the app extra and Playwright (driving the system's Chromium).
+# The tests include the browser test of `otseg serve` (the app extra and Playwright, driving the system's
+# Chromium) and the checks of the documentation site's sources (the docs extra).
 $(VENV)/.installed-dev: pyproject.toml otkit/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ./otkit -e '.[dev,app]'
-	touch $(VENV)/.installed $(VENV)/.installed-app $@
+	$(BIN)/pip install -q -e ./otkit -e '.[dev,app,docs]'
+	touch $(VENV)/.installed $(VENV)/.installed-app $(VENV)/.installed-docs $@
 
 $(VENV)/.installed-docs: pyproject.toml otkit/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ./otkit -e '.[docs]'
