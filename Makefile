@@ -1,10 +1,10 @@
 # Entry points for a fresh machine: `make demo` (install, run the main job), `make serve` (the web page of the demo
-# model) and `make test`.
+# model), `make test` and `make docs` (the documentation site, docs/_build/html/index.html).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint bench clean
+.PHONY: demo serve test docs lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,15 @@ $(VENV)/.installed-app: pyproject.toml otkit/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ./otkit -e '.[app]'
 	touch $(VENV)/.installed $@
 
-# The tests include the browser test of `otseg serve`: the app extra and Playwright (driving the system's Chromium).
+# The tests include the browser test of `otseg serve` (the app extra and Playwright, driving the system's
+# Chromium) and the checks of the documentation site's sources (the docs extra).
 $(VENV)/.installed-dev: pyproject.toml otkit/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ./otkit -e '.[dev,app]'
-	touch $(VENV)/.installed $(VENV)/.installed-app $@
+	$(BIN)/pip install -q -e ./otkit -e '.[dev,app,docs]'
+	touch $(VENV)/.installed $(VENV)/.installed-app $(VENV)/.installed-docs $@
+
+$(VENV)/.installed-docs: pyproject.toml otkit/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./otkit -e '.[docs]'
+	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
 	$(BIN)/otseg demo
@@ -42,6 +47,12 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
+# The site builds offline (MathJax and search are served with it), with warnings as errors (-W) and every
+# cross-reference resolved (-n); the notebooks run during the build, their outputs cached by content in
+# docs/_build/.jupyter_cache, so a rebuild reruns only a notebook whose code changed.
+docs: $(VENV)/.installed-docs
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m sphinx -b html -n -W --keep-going docs docs/_build/html
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -50,4 +61,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/sinkhorn_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache docs/_build docs/api docs/notebooks

@@ -88,7 +88,7 @@ class Solution:
 
     @property
     def marginal_error(self) -> tuple[Tensor, Tensor]:
-        """L1 violation of the marginal optimality conditions, per problem: ``((*batch), (*batch))``.
+        """L1 violation of the marginal optimality conditions per problem, ``((*batch), (*batch))``.
 
         For a balanced side this is ``|P 1 - a|_1``; for a side relaxed with weight ``rho`` it is
         ``|P 1 - a * exp(-f / rho)|_1``, the condition an unbalanced optimum satisfies.

@@ -206,6 +206,8 @@ def build_otseg_vit_b16_coco(clip_weights: str | Path | None = None, **kwargs: A
     return build_otseg("otseg-vit-b16-coco", clip_weights=clip_weights, **kwargs)
 
 
+#: The builders of the paper's models by name (``"default"`` is ``"vit_b16"``, PASCAL VOC), each
+#: ``builder(clip_weights=None, **overrides) -> OTSeg``.
 otseg_model_registry = {
     "default": build_otseg_vit_b16,
     "vit_b16": build_otseg_vit_b16,

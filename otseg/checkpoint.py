@@ -123,8 +123,8 @@ PAPER_KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"^text_encoder\.", "text_encoder."),
 )
 
-# Keys the public code saves but never uses in a forward pass: the stock self-attention and first norm of each
-# torch TransformerDecoderLayer (OTSeg removes query self-attention), and the loss's class-weight buffer.
+#: Keys the public code saves but never uses in a forward pass: the stock self-attention and first norm of each
+#: torch TransformerDecoderLayer (OTSeg removes query self-attention), and the loss's class-weight buffer.
 PAPER_IGNORED_KEYS: tuple[str, ...] = (
     r"^decode_head\.decoder_1\.layers\.\d+\.self_attn\.",
     r"^decode_head\.decoder_1\.layers\.\d+\.norm1\.",
@@ -152,7 +152,7 @@ def load_paper_checkpoint(model: OTSeg, path: str | Path) -> dict[str, Any]:
     """Load one of the paper's released checkpoints into ``model`` (built with the matching config).
 
     Reads with ``torch.load(weights_only=True)``: no pickled code runs. Every key is either mapped (and must fit
-    the model's shape) or one of :data:`PAPER_IGNORED_KEYS`; every model weight must be provided.
+    the model's shape) or one of :data:`otseg.checkpoint.PAPER_IGNORED_KEYS`; every model weight must be provided.
 
     Returns:
         A report: ``{"loaded": n, "ignored": [...]}``.

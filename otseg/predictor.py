@@ -171,9 +171,13 @@ class OTSegPredictor:
     ``settings`` carry the windows, the precision and whether the image encoder is compiled.
 
     Example:
-        >>> predictor = OTSegPredictor(model, InferenceSettings(crop=512, stride=426))
+        >>> import numpy as np, otseg
+        >>> model, meta = otseg.load_otseg("otseg-tiny", allow_random_clip=True)  # a tiny random model
+        >>> predictor = otseg.OTSegPredictor(model, otseg.InferenceSettings(short_side=64, crop=64, stride=48))
         >>> predictor.set_classes(["sky", "tree", "zebra"], seen=["sky", "tree"])
-        >>> labels = predictor.predict([Image.open("a.jpg")])  # list of (H, W) int64 arrays
+        >>> labels = predictor.predict([np.zeros((80, 100, 3), dtype=np.uint8)])  # PIL images or arrays
+        >>> labels[0].shape, labels[0].dtype  # class indices, one (H, W) array per image
+        ((80, 100), dtype('int64'))
 
     Args:
         model: The segmentor.

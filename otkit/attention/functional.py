@@ -25,8 +25,8 @@ __all__ = ["ATTENTION_OPTIONS", "CostKind", "sinkhorn_attention", "sinkhorn_atte
 
 CostKind = Literal["dot", "cosine"]
 
-# Sinkformer attention's default: softmax temperature 1, two Sinkhorn iterations (rows, columns, rows, columns,
-# then the final row normalisation), a fixed count (no tolerance).
+#: Sinkformer attention's default: softmax temperature 1, two Sinkhorn iterations (rows, columns, rows, columns,
+#: then the final row normalisation), a fixed count (no tolerance).
 ATTENTION_OPTIONS = SinkhornOptions(eps=1.0, max_iter=2, tol=None)
 
 

@@ -169,7 +169,7 @@ class DivergenceResult:
 
     @property
     def solves(self) -> tuple[PointCloudResult, ...]:
-        """The solves behind the value: ``(ot_xy, ot_xx, ot_yy)``, or ``(ot_xy,)`` without debiasing."""
+        """The solves behind the value, ``(ot_xy, ot_xx, ot_yy)``, or ``(ot_xy,)`` without debiasing."""
         return (self.ot_xy,) if self.ot_xx is None else (self.ot_xy, self.ot_xx, self.ot_yy)
 
     @property
