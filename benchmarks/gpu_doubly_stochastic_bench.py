@@ -5,9 +5,11 @@ Run on a CUDA machine: ``python benchmarks/gpu_doubly_stochastic_bench.py [--rep
 
 The problems, the reference (``loop[eager]``), ``loop[compile]`` and ``otkit`` are those of
 :mod:`benchmarks.doubly_stochastic_bench`, on ``cuda``, at the full sizes and also at 16x the batch
-(``(1048576, 4, 4)``: a 4096-token sequence of batch 256 in an mHC layer). One more method: ``otkit[graph]``,
-forward + backward of ``otkit.sinkhorn_knopp`` captured once in a CUDA graph and replayed (the layer has no host
-synchronisation, so the capture holds the whole call). Timing: CUDA synchronisation around each call, the median
+(``(1048576, 4, 4)``: a 4096-token sequence of batch 256 in an mHC layer). On CUDA ``otkit`` runs the fused
+Triton kernels (``backend="auto"``). Two more methods: ``otkit[torch]``, the PyTorch iterations on the GPU
+(``backend="torch"``), and ``otkit[graph]``, forward + backward of ``otkit.sinkhorn_knopp`` captured once in a
+CUDA graph and replayed (the layer has no host synchronisation, so the capture holds the whole call).
+Timing: CUDA synchronisation around each call, the median
 of ``--repeat`` interleaved rounds. Results go to ``benchmarks/results/gpu_doubly_stochastic_<gpu>.json``.
 """
 
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: m
 import torch
 from torch import Tensor
 
+import otkit
 from benchmarks import doubly_stochastic_bench as bench
 from benchmarks.harness import console, environment, rows_as_dicts, write_json
 
@@ -88,7 +91,10 @@ def main(argv: list[str] | None = None) -> Path:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(shape, generator=gen).cuda()
         w = torch.randn(shape, generator=gen).cuda()  # the suite draws the same x and w from the same seed
-        extra: dict[str, Callable[[Tensor], Tensor]] = {"otkit[graph]": GraphedLayer(x, w)}
+        extra: dict[str, Callable[[Tensor], Tensor]] = {
+            "otkit[torch]": lambda t: otkit.sinkhorn_knopp(t, bench.N_ITER, bench.TAU, backend="torch"),
+            "otkit[graph]": GraphedLayer(x, w),
+        }
         rows += bench.suite("cuda", (shape,), args.repeat, compile_loop=not args.no_compile, extra_methods=extra)
     bench.print_rows(rows, f"Sinkhorn-Knopp on {torch.cuda.get_device_name()}, forward + backward, float32")
     name = torch.cuda.get_device_name().replace(" ", "_")
