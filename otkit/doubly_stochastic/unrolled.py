@@ -42,8 +42,8 @@ __all__ = ["CPU_BATCH_LAST_ELEMENTS", "CPU_BLOCK_ELEMENTS", "SinkhornKnopp", "ba
 CPU_BATCH_LAST_ELEMENTS = 256
 LOG2_E, LN_2 = 1 / math.log(2), math.log(2)
 # Entries per cache block on the CPU (256 KiB of float32): a block and the few iterates alive at a time fit a
-# core's L2 cache. Measured on (4096, 16, 16): blocks of 2**16 entries run the iterations about 5x faster than one
-# pass over the whole 4 MiB batch, which streams from memory at every step.
+# core's L2 cache. On (4096, 16, 16), log_softmax steps over blocks of 2**16 entries ran about 5x faster than over
+# the whole 4 MiB batch, which streams from memory at every step; 2**15 to 2**18 measured alike.
 CPU_BLOCK_ELEMENTS = 2**16
 
 
