@@ -63,6 +63,22 @@ def test_cache_blocks_give_the_same_result(shape, monkeypatch):
     torch.testing.assert_close(grad_blocked, grad, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize(
+    ("shape", "tau", "scale"), [((64, 4, 4), 0.01, 1.0), ((8, 5, 9), 0.005, 1.0), ((9, 4, 4), 1, 300.0)]
+)
+def test_peaked_inputs_where_entries_underflow(shape, tau, scale, dtype):
+    """exp(log_alpha / tau) spans far beyond the dtype's range: the log-domain iterate loses nothing."""
+    log_alpha = (scale * torch.randn(shape, dtype=F64)).to(dtype).requires_grad_()
+    weights = torch.randn(shape, dtype=dtype)
+    out, ref = otkit.sinkhorn_knopp(log_alpha, 20, tau), plain_loop(log_alpha, 20, tau)
+    (grad,) = torch.autograd.grad((out * weights).sum(), log_alpha)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), log_alpha)
+    rtol = 1e-12 if dtype == F64 else 2e-5
+    torch.testing.assert_close(out, ref, rtol=0, atol=rtol)
+    assert float((grad - grad_ref).abs().max() / grad_ref.abs().max()) < rtol
+
+
 def test_both_layouts_are_exercised():
     assert batch_last(torch.zeros(40, 4, 4)) and batch_last(torch.zeros(6, 16, 16))
     assert not batch_last(torch.zeros(1, 5, 5)) and not batch_last(torch.zeros(3, 18, 17))

@@ -4,7 +4,9 @@
 Gumbel-noise samples) and :func:`matching` (the hard maximising permutation, for evaluation).
 
 Modules: ``projection`` (the entry point and its checks), ``unrolled`` (the log-domain iterations and their
-reverse pass), ``gumbel`` and ``matching`` (the Hungarian method, batched).
+reverse pass on the CPU and any device), ``backend`` (where a call runs) and ``kernel`` (the fused Triton forward
+and backward for CUDA, imported only when a call runs them), ``gumbel`` and ``matching`` (the Hungarian method,
+batched).
 """
 
 from otkit.doubly_stochastic.gumbel import gumbel_sinkhorn

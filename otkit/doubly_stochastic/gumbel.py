@@ -7,7 +7,7 @@ from torch import Tensor
 
 from otkit._checks import check_positive_float, compute_dtype
 from otkit.doubly_stochastic.projection import check_log_alpha, sinkhorn_knopp
-from otkit.options import GradMode
+from otkit.options import Backend, GradMode
 
 __all__ = ["gumbel_noise", "gumbel_sinkhorn"]
 
@@ -27,6 +27,7 @@ def gumbel_sinkhorn(
     *,
     noise_scale: float = 1.0,
     grad: GradMode = "unroll",
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Draw ``n_samples`` Gumbel-Sinkhorn samples: :func:`otkit.sinkhorn_knopp` of Gumbel-perturbed scores.
 
@@ -46,6 +47,7 @@ def gumbel_sinkhorn(
         generator: Random generator for the noise (on ``log_alpha``'s device), for reproducible samples.
         noise_scale: Scale ``s`` of the noise (>= 0; ``0`` gives ``sinkhorn_knopp`` itself, repeated).
         grad: ``"unroll"`` or ``"implicit"``, as in :func:`otkit.sinkhorn_knopp`.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``, as in :func:`otkit.sinkhorn_knopp`.
 
     Returns:
         ``(n_samples, ..., n, m)``, samples first even when ``n_samples = 1``; rows sum to 1 (up to the
@@ -72,4 +74,4 @@ def gumbel_sinkhorn(
         noise_scale = check_positive_float(noise_scale, "noise_scale")
     noise = gumbel_noise((n_samples, *log_alpha.shape), log_alpha, generator)
     perturbed = (log_alpha + noise_scale * noise).to(log_alpha.dtype)
-    return sinkhorn_knopp(perturbed, n_iter, tau, grad=grad)
+    return sinkhorn_knopp(perturbed, n_iter, tau, grad=grad, backend=backend)
