@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from pathlib import Path
 
@@ -93,3 +94,6 @@ def serve(
                 console.print(f"[yellow]binding to {host}: anyone who can reach this machine can use the page.")
             console.print(f"serving on http://{host}:{port} (Ctrl-C stops)")
             launch(app, host=host, port=port, max_upload_mb=max_upload_mb, max_queue=max_queue)
+    # Stopped (Ctrl-C or SIGTERM) and the temporary files removed: skip the interpreter's final collection of the
+    # model's and Gradio's objects, which took 9 s of the 11 s a stop took on a busy 2-core machine.
+    gc.freeze()
