@@ -88,7 +88,7 @@ def serve(
         with tempfile.TemporaryDirectory(prefix="otseg-serve-") as folder:
             examples = synthetic_examples(meta, Path(folder))
             if examples_dir:
-                examples += folder_examples(examples_dir, ", ".join(session.model_classes))
+                examples += folder_examples(examples_dir, ", ".join(session.model_classes), limits.max_pixels)
             app = build_app(session, examples, meta)
             if host not in LOCAL_HOSTS:
                 console.print(f"[yellow]binding to {host}: anyone who can reach this machine can use the page.")
