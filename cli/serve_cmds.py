@@ -42,7 +42,9 @@ def _default_model() -> str:
 )
 @click.option("--max-side", type=click.IntRange(16), default=1024, show_default=True, help=MAX_SIDE_HELP)
 @click.option("--max-queue", type=click.IntRange(1), default=16, show_default=True, help="Requests that may wait.")
-@click.option("--examples", "examples_dir", type=click.Path(exists=True, file_okay=False), help=EXAMPLES_HELP)
+@click.option(
+    "--examples", "examples_dir", type=click.Path(exists=True, file_okay=False), default=None, help=EXAMPLES_HELP
+)
 @click.option(
     "--threads",
     type=click.IntRange(1),
