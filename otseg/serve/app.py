@@ -168,7 +168,8 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
         if path is None:
             return gr.update(), gr.update()
         try:
-            return read_upload(path, limits), gr.update(value="Image ready: type class names and press Segment.")
+            ready = gr.update(value="Image ready: type class names and press Segment.")
+            return results.write(read_upload(path, limits), "image"), ready
         except RequestError as err:
             return None, gr.update(value=f"**Could not use the upload:** {err}", elem_classes=["otseg-error"])
 
