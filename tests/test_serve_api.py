@@ -1,8 +1,8 @@
 """The API of ``otseg serve`` through ``gradio_client``, against a served tiny model.
 
 The named endpoint ``/segment`` answers as the model does in-process, refuses bad requests with the page's
-messages, and under a burst of concurrent requests answers each or refuses it with a message (its queue holds two),
-keeps its memory bounded, and still answers afterwards.
+messages and uploads over the page's size limit, and under bursts of concurrent requests answers each or refuses it
+with a message (its queue holds two), keeps its memory bounded, and still answers afterwards.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ BURST = 10
 ROUNDS = 2
 RSS_GROWTH_MIB = 150  # over the bursts, after a warm-up; Python, torch and Gradio keep some of what they allocate
 ANSWER_TIMEOUT_S = 60
+MAX_UPLOAD_MB = 0.05  # 52 KB: the photo (21 KB) passes, a 160 x 160 noise image (77 KB) does not
 
 
 @pytest.fixture(scope="module")
 def served(tiny_model_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("api") / "serve.log"
-    with serving(tiny_model_file, log, "--max-queue", "2", "--threads", "1") as running:
+    options = ["--max-queue", "2", "--max-upload-mb", str(MAX_UPLOAD_MB), "--threads", "1"]
+    with serving(tiny_model_file, log, *options) as running:
         yield running
     assert running[1].returncode == 0, log.read_text()  # SIGTERM stops it as Ctrl-C does
 
@@ -101,6 +103,10 @@ def test_the_api_refuses_bad_requests_with_the_pages_messages(client, photo_file
     for image, classes, message in refused:
         with pytest.raises(gradio_client.exceptions.AppError, match=message):
             _segment(client, image, classes).result(timeout=ANSWER_TIMEOUT_S)
+    heavy = tmp_path / "heavy.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(heavy)
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 52428 bytes"):  # the page's upload limit
+        _segment(client, heavy).result(timeout=ANSWER_TIMEOUT_S)
 
 
 def _outcome(job) -> str:
