@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def _default_model() -> str:
 )
 @click.option("--max-side", type=click.IntRange(16), default=1024, show_default=True, help=MAX_SIDE_HELP)
 @click.option("--max-queue", type=click.IntRange(1), default=16, show_default=True, help="Requests that may wait.")
-@click.option("--examples", "examples_dir", type=click.Path(exists=True, file_okay=False), help=EXAMPLES_HELP)
+@click.option(
+    "--examples", "examples_dir", type=click.Path(exists=True, file_okay=False), default=None, help=EXAMPLES_HELP
+)
 @click.option(
     "--threads",
     type=click.IntRange(1),
@@ -87,9 +90,12 @@ def serve(
         with tempfile.TemporaryDirectory(prefix="otseg-serve-") as folder:
             examples = synthetic_examples(meta, Path(folder))
             if examples_dir:
-                examples += folder_examples(examples_dir, ", ".join(session.model_classes))
+                examples += folder_examples(examples_dir, ", ".join(session.model_classes), limits.max_pixels)
             app = build_app(session, examples, meta)
             if host not in LOCAL_HOSTS:
                 console.print(f"[yellow]binding to {host}: anyone who can reach this machine can use the page.")
             console.print(f"serving on http://{host}:{port} (Ctrl-C stops)")
             launch(app, host=host, port=port, max_upload_mb=max_upload_mb, max_queue=max_queue)
+    # Stopped (Ctrl-C or SIGTERM) and the temporary files removed: skip the interpreter's final collection of the
+    # model's and Gradio's objects, which took 9 s of the 11 s a stop took on a busy 2-core machine.
+    gc.freeze()

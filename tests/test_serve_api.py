@@ -1,8 +1,8 @@
 """The API of ``otseg serve`` through ``gradio_client``, against a served tiny model.
 
 The named endpoint ``/segment`` answers as the model does in-process, refuses bad requests with the page's
-messages, and under a burst of concurrent requests answers each or refuses it with a message (its queue holds two),
-keeps its memory bounded, and still answers afterwards.
+messages and uploads over the page's size limit, and under bursts of concurrent requests answers each or refuses it
+with a message (its queue holds two), keeps its memory bounded, and still answers afterwards.
 """
 
 from __future__ import annotations
@@ -25,21 +25,27 @@ gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes
 
 CLASSES = "red square, blue circle, a thing of my own"
 BURST = 10
-RSS_GROWTH_MIB = 150  # over three bursts after a warm-up; Python, torch and Gradio keep some of what they allocate
+ROUNDS = 2
+RSS_GROWTH_MIB = 150  # over the bursts, after a warm-up; Python, torch and Gradio keep some of what they allocate
 ANSWER_TIMEOUT_S = 60
+MAX_UPLOAD_MB = 0.05  # 52 KB: the photo (21 KB) passes, a 160 x 160 noise image (77 KB) does not
 
 
 @pytest.fixture(scope="module")
 def served(tiny_model_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("api") / "serve.log"
-    with serving(tiny_model_file, log, "--max-queue", "2", "--threads", "1") as running:
+    options = ["--max-queue", "2", "--max-upload-mb", str(MAX_UPLOAD_MB), "--threads", "1"]
+    with serving(tiny_model_file, log, *options) as running:
         yield running
+    assert running[1].returncode == 0, log.read_text()  # SIGTERM stops it as Ctrl-C does
 
 
 @pytest.fixture(scope="module")
 def client(served, tmp_path_factory):
     url, _ = served
-    return gradio_client.Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    client = gradio_client.Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    yield client
+    client.close()  # its heartbeat stream would hold the server's shutdown
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +103,10 @@ def test_the_api_refuses_bad_requests_with_the_pages_messages(client, photo_file
     for image, classes, message in refused:
         with pytest.raises(gradio_client.exceptions.AppError, match=message):
             _segment(client, image, classes).result(timeout=ANSWER_TIMEOUT_S)
+    heavy = tmp_path / "heavy.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(heavy)
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 52428 bytes"):  # the page's upload limit
+        _segment(client, heavy).result(timeout=ANSWER_TIMEOUT_S)
 
 
 def _outcome(job) -> str:
@@ -117,7 +127,7 @@ def test_concurrent_requests_are_answered_or_refused_and_memory_stays_bounded(se
     _segment(client, photo_file).result(timeout=ANSWER_TIMEOUT_S)  # warm-up: the first request allocates most
     before = _rss_mib(server.pid)
     outcomes = []
-    for _ in range(3):
+    for _ in range(ROUNDS):
         jobs = [_segment(client, photo_file) for _ in range(BURST)]
         outcomes += [_outcome(job) for job in jobs]
     after = _rss_mib(server.pid)

@@ -24,7 +24,7 @@ from otseg.data.datasets import (
     list_datasets,
 )
 from otseg.data.layouts import LAYOUTS, Layout
-from otseg.data.readers import DataFileError, load_image, load_label, read_class_names
+from otseg.data.readers import DataFileError, ImageTooLargeError, load_image, load_label, open_image, read_class_names
 from otseg.data.sources import DataSources, build_sources
 from otseg.data.synthetic import SyntheticSample, SyntheticWorld, diagonal_split
 from otseg.data.synthetic_dataset import SyntheticSegmentationDataset, write_folder_dataset
@@ -44,6 +44,7 @@ __all__ = [
     "DataFileError",
     "DataSources",
     "FolderDataset",
+    "ImageTooLargeError",
     "Layout",
     "SegmentationDataset",
     "SyntheticSample",
@@ -61,6 +62,7 @@ __all__ = [
     "list_splits",
     "load_image",
     "load_label",
+    "open_image",
     "parse_class_names",
     "read_class_names",
     "write_folder_dataset",

@@ -132,7 +132,9 @@ def open_image(path: str | Path, what: str = "image", max_pixels: int | None = N
         raise ImageTooLargeError(path, pixels, None, limit) from None
     except UnidentifiedImageError:
         raise DataFileError(f"{path}: not an image file Pillow can read; remove it or convert it to PNG.") from None
-    except (OSError, SyntaxError, ValueError) as err:  # a header Pillow recognises but cannot parse
+    except PermissionError:  # not the file's fault: raised as it is
+        raise
+    except (OSError, SyntaxError, ValueError) as err:  # a format Pillow recognises, with a header it cannot parse
         raise DataFileError(f"{path}: the {what} is damaged ({err}); copy the file again.") from None
     width, height = img.size
     if width * height > limit:

@@ -1,7 +1,8 @@
 """``otseg serve``: a web page that segments any image with any class names and shows the transport plan.
 
 The model side (:mod:`~otseg.serve.session`, :mod:`~otseg.serve.views`, :mod:`~otseg.serve.examples`) needs no
-Gradio; the page itself (:mod:`otseg.serve.app`) imports Gradio, the ``app`` extra, when it is built.
+Gradio; the page itself (:mod:`otseg.serve.app`, also the ``/segment`` API endpoint for ``gradio_client``) imports
+Gradio, the ``app`` extra, when it is built.
 """
 
 from otseg.serve.examples import Example, folder_examples, synthetic_examples

@@ -14,7 +14,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import signal
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -130,15 +133,17 @@ class ResultFiles:
         self.path = Path(self._folder.name)
 
     def write(self, image: np.ndarray, name: str) -> str:
-        """Save ``image`` as ``<unique>-<name>.png`` and remove results older than :data:`RESULT_SECONDS`."""
+        """Save ``image`` as ``<unique folder>/<name>.png``; remove the results older than :data:`RESULT_SECONDS`."""
         now = time.time()
-        for old in self.path.glob("*.png"):
+        for old in self.path.iterdir():
             try:
                 if now - old.stat().st_mtime > RESULT_SECONDS:
-                    old.unlink()
+                    shutil.rmtree(old)
             except FileNotFoundError:  # removed by a request running beside this one
                 continue
-        path = self.path / f"{uuid.uuid4().hex}-{name}.png"
+        folder = self.path / uuid.uuid4().hex
+        folder.mkdir()
+        path = folder / f"{name}.png"
         Image.fromarray(image).save(path)
         return str(path)
 
@@ -163,7 +168,8 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
         if path is None:
             return gr.update(), gr.update()
         try:
-            return read_upload(path, limits), gr.update(value="Image ready: type class names and press Segment.")
+            ready = gr.update(value="Image ready: type class names and press Segment.")
+            return results.write(read_upload(path, limits), "image"), ready
         except RequestError as err:
             return None, gr.update(value=f"**Could not use the upload:** {err}", elem_classes=["otseg-error"])
 
@@ -323,7 +329,8 @@ def launch(
         max_upload_mb: Largest upload, in MiB, refused by the server before it is stored.
         max_queue: Most requests waiting; more are refused with a message.
         concurrency: Requests run at once.
-        block: Serve until interrupted (``False``: return once the server runs, for tests).
+        block: Serve until Ctrl-C or SIGTERM (``kill``, ``docker stop``, systemd), then close the server so its
+            temporary files go (``False``: return once the server runs, for tests).
     """
     gr = import_gradio()
     app.queue(default_concurrency_limit=concurrency, max_size=max_queue)
@@ -338,7 +345,23 @@ def launch(
         pwa=False,
         enable_monitoring=False,
         show_error=False,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         theme=gr.themes.Default(),
         css=CSS,
     )
+    if block:
+        _serve_until_stopped(app)
+
+
+def _serve_until_stopped(app: Any) -> None:
+    """Wait in the main thread until Ctrl-C or SIGTERM, then close the server."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        while not stop.wait(timeout=1.0):
+            continue
+    except KeyboardInterrupt:
+        log.info("interrupted: closing the server")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        app.close()

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from otseg.data.classes import ADE_CLASSES
-from otseg.data.readers import IMAGE_SUFFIXES, DataFileError, load_label, read_class_names
+from otseg.data.readers import IMAGE_SUFFIXES, DataFileError, load_label, open_image, read_class_names
 from otseg.data.sources import synthetic_sources
 
 __all__ = ["Example", "folder_examples", "synthetic_examples"]
@@ -61,7 +61,7 @@ def _classes_in(annotation: Path) -> list[str]:
     return [ADE_CLASSES[k] for k in order[:ADE_CLASSES_PER_IMAGE]]
 
 
-def folder_examples(folder: str | Path, classes: str) -> list[Example]:
+def folder_examples(folder: str | Path, classes: str, max_pixels: int | None = None) -> list[Example]:
     """The images of ``folder`` (or of ``folder/images`` when it has one), as examples of the page.
 
     Each image is offered with the first of: the ADE20K classes its annotation ``annotations/<stem>.png`` shows
@@ -71,13 +71,15 @@ def folder_examples(folder: str | Path, classes: str) -> list[Example]:
     Args:
         folder: A folder of images (``.png``, ``.jpg``, ...; other files are skipped).
         classes: Class names offered with images that have neither (e.g. the model's own, comma-separated).
+        max_pixels: Largest image, in pixels (the page's limit); every image's header is checked at once.
 
     Returns:
         The examples, in file-name order, labelled by their file names.
 
     Raises:
         FileNotFoundError: ``folder`` is not a folder.
-        ValueError: it holds no images, or its ``classes.txt`` is not a class list.
+        ValueError: it holds no images, one of them is not an image or is over ``max_pixels``
+            (:class:`~otseg.data.readers.DataFileError`), or its ``classes.txt`` is not a class list.
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -90,6 +92,7 @@ def folder_examples(folder: str | Path, classes: str) -> list[Example]:
     offered = ", ".join(read_class_names(names_file)) if names_file.is_file() else classes
     examples = []
     for path in paths:
+        open_image(path, max_pixels=max_pixels).close()
         annotation = root / "annotations" / f"{path.stem}.png"
         try:
             names = ", ".join(_classes_in(annotation)) if annotation.is_file() else offered
