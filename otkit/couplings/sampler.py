@@ -10,7 +10,7 @@ from torch import Tensor
 from otkit._checks import check_positive_float
 from otkit._convergence import ConvergenceWarning
 from otkit.couplings.plan import METHODS, Method, plan
-from otkit.couplings.result import Coupling
+from otkit.couplings.result import Coupling, draw_pairs
 
 __all__ = ["OTPlanSampler"]
 
@@ -105,7 +105,7 @@ class OTPlanSampler:
             raise ValueError(f"pi must be a 2-D tensor (n, m), got {getattr(pi, 'shape', type(pi).__name__)}.")
         if not bool(torch.isfinite(pi).all()) or bool((pi < 0).any()) or not bool(pi.sum() > 0):
             raise ValueError("pi must be finite, non-negative and have positive mass to be sampled.")
-        return Coupling(plan=pi, cost=pi, method="given").sample(batch_size, replace, generator)
+        return draw_pairs(pi.detach(), batch_size, replace, generator)
 
     def sample_plan(
         self, x0: Tensor, x1: Tensor, replace: bool = True, generator: torch.Generator | None = None
