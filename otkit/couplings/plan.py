@@ -126,6 +126,11 @@ def plan(
     if normalize_cost:
         cost = cost / cost.amax((-2, -1), keepdim=True).clamp_min(torch.finfo(cost.dtype).tiny)
     if method == "exact":
+        if eps is not None or options is not None or settings:
+            raise ValueError(
+                "method='exact' solves the unregularised problem and takes no eps, options or solver settings; "
+                "drop them, or use method='sinkhorn'."
+            )
         return _exact(cost)
     return _entropic(cost, method, eps, options, settings)
 

@@ -33,7 +33,8 @@ class OTPlanSampler:
         num_threads: Accepted for compatibility and not used (torch's own thread setting applies).
         warn: Warn when a Sinkhorn solve does not converge (otkit's ``ConvergenceWarning``) or a plan
             has no mass and the uniform plan is used instead.
-        **settings: Fields of :class:`~otkit.SinkhornOptions` for the Sinkhorn solves (``max_iter``, ``tol``).
+        **settings: Fields of :class:`~otkit.SinkhornOptions` for the Sinkhorn solves (``max_iter``, ``tol``); not
+            used by ``"exact"``.
 
     Raises:
         ValueError: for an unknown method, ``reg <= 0`` or ``reg_m <= 0``.
@@ -71,12 +72,12 @@ class OTPlanSampler:
 
     def coupling(self, x0: Tensor, x1: Tensor, group_dims: int = 0) -> Coupling:
         """The :class:`~otkit.couplings.Coupling` of ``x0 (*groups, n, *dim)`` and ``x1 (*groups, m, *dim)``."""
-        eps = None if self.method == "exact" else self.reg
+        eps, settings = (None, {}) if self.method == "exact" else (self.reg, self.settings)
         with warnings.catch_warnings():
             if not self.warn:
                 warnings.simplefilter("ignore", ConvergenceWarning)
             result = plan(
-                x0, x1, self.method, eps, group_dims=group_dims, normalize_cost=self.normalize_cost, **self.settings
+                x0, x1, self.method, eps, group_dims=group_dims, normalize_cost=self.normalize_cost, **settings
             )
         mass = result.plan.sum((-2, -1), keepdim=True)
         if bool((mass < 1e-8).any()):  # an unbalanced plan can lose its mass: torchcfm falls back to uniform
