@@ -3,8 +3,10 @@
 The solver (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
 unassigned row ``i`` finds its best column ``j1`` and second best ``j2`` by the value ``-C_ij - p_j`` and bids the
 price ``p_j1 + (v1 - v2) + eps``; each column goes to its highest bidder (the Jacobi form: all rows of all
-problems bid at once, a few tensor operations per round). The final assignment ``sigma`` and prices satisfy
-``eps``-complementary slackness, so its cost exceeds the optimum by at most the duality gap
+problems bid at once, a few tensor operations per round). Once at most :data:`SERIAL_BIDDERS` rows are free, they
+bid one at a time (the Gauss-Seidel form), each outbid row next: the long tail of a phase is such a chain. The
+final assignment ``sigma`` and prices satisfy ``eps``-complementary slackness, so its cost exceeds the optimum by
+at most the duality gap
 
 ``sum_i max_j (-C_ij - p_j) + sum_j p_j + sum_i C_i,sigma(i) <= n eps``.
 
@@ -21,7 +23,7 @@ from torch import Tensor
 
 from otkit._checks import check_cost
 
-__all__ = ["ASSIGNMENT_TOL", "SCALING", "linear_assignment"]
+__all__ = ["ASSIGNMENT_TOL", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
 
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
 SCALING = 8.0  # eps is divided by this between phases
