@@ -54,8 +54,10 @@ def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
     flat0, flat1 = check_points(flat0, flat1, "sqeuclidean", names=("x0", "x1"))
     centre = flat0.mean(-2, keepdim=True)  # |x|^2 + |y|^2 - 2<x, y> is accurate for centred points
     flat0, flat1 = flat0 - centre, flat1 - centre
-    inner = flat0 @ flat1.transpose(-1, -2)
-    return (flat0.square().sum(-1).unsqueeze(-1) + flat1.square().sum(-1).unsqueeze(-2) - 2 * inner).clamp_min(0)
+    rows, cols = flat0.reshape(-1, *flat0.shape[-2:]), flat1.reshape(-1, *flat1.shape[-2:])  # (B, n, d), (B, m, d)
+    norms = rows.square().sum(-1).unsqueeze(-1) + cols.square().sum(-1).unsqueeze(-2)
+    cost = torch.baddbmm(norms, rows, cols.transpose(1, 2), alpha=-2.0).clamp_min(0)  # one fused product
+    return cost.reshape(*flat0.shape[:-1], flat1.shape[-2])
 
 
 def plan(
