@@ -41,9 +41,22 @@ def test_quick_inference_bench_writes_json(tmp_path):
     assert 0 < rows[1]["extra"]["max_prob_diff"] < 0.05 and rows[1]["extra"]["argmax_agreement"] > 0.9
 
 
+def test_quick_couplings_bench_writes_json_with_equal_values(tmp_path):
+    out = tmp_path / "couplings.json"
+    proc = _run("benchmarks/couplings_bench.py", "--quick", "--repeat", "1", "--out", str(out))
+    assert "sample_plan" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["mode"], r["method"]) for r in rows} == {
+        (m, s) for m in ("exact", "sinkhorn") for s in ("otkit", "torchcfm 1.0.7")
+    }
+    assert all(r["extra"]["relative_cost_gap"] < 1e-6 for r in rows if r["mode"] == "exact")
+    assert all(r["extra"]["plan_l1_gap"] < 1e-4 for r in rows if r["mode"] == "sinkhorn")
+
+
 def test_scripts_run_as_modules():
     modules = (
         "benchmarks.sinkhorn_bench",
+        "benchmarks.couplings_bench",
         "benchmarks.gpu_sinkhorn_bench",
         "benchmarks.inference_bench",
         "benchmarks.points_bench",

@@ -144,6 +144,8 @@ def test_bad_input_raises_with_a_message():
         plan(x0.clone().fill_(float("nan")), x1)
     with pytest.raises(ValueError, match="lcm"):
         plan(torch.randn(4099, 2), torch.randn(4097, 2))
+    with pytest.raises(ValueError, match="takes no eps"):
+        plan(x0, x1, "exact", eps=0.1)
     with pytest.raises(ValueError, match="unbalanced"):
         plan(x0, x1, "sinkhorn", rho_a=1.0)
     with pytest.raises(ValueError, match="square"):

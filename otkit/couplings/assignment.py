@@ -3,8 +3,10 @@
 The solver (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
 unassigned row ``i`` finds its best column ``j1`` and second best ``j2`` by the value ``-C_ij - p_j`` and bids the
 price ``p_j1 + (v1 - v2) + eps``; each column goes to its highest bidder (the Jacobi form: all rows of all
-problems bid at once, a few tensor operations per round). The final assignment ``sigma`` and prices satisfy
-``eps``-complementary slackness, so its cost exceeds the optimum by at most the duality gap
+problems bid at once, a few tensor operations per round). Once at most :data:`SERIAL_BIDDERS` rows are free, they
+bid one at a time (the Gauss-Seidel form), each outbid row next: the long tail of a phase is such a chain. The
+final assignment ``sigma`` and prices satisfy ``eps``-complementary slackness, so its cost exceeds the optimum by
+at most the duality gap
 
 ``sum_i max_j (-C_ij - p_j) + sum_j p_j + sum_i C_i,sigma(i) <= n eps``.
 
@@ -21,10 +23,11 @@ from torch import Tensor
 
 from otkit._checks import check_cost
 
-__all__ = ["ASSIGNMENT_TOL", "SCALING", "linear_assignment"]
+__all__ = ["ASSIGNMENT_TOL", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
 
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
 SCALING = 8.0  # eps is divided by this between phases
+SERIAL_BIDDERS = 16  # at most this many unassigned rows bid one at a time (Gauss-Seidel), without batched rounds
 
 
 def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
@@ -116,8 +119,12 @@ def _bid_rounds(
     lowest = torch.full_like(prices, -torch.inf)
     nobody = torch.full_like(owner, -1)
     while free.numel():
+        if free.numel() <= SERIAL_BIDDERS:
+            _serial_bids(free.tolist(), value, prices, eps, owner, column, n)
+            return
         start = offset[free]
-        gains = value[free] - prices[start.unsqueeze(1) + torch.arange(n, device=value.device)]
+        grid = prices.view(-1, n)  # (G, n) prices per problem
+        gains = value[free] - (grid if grid.shape[0] == 1 else grid[row_group[free]])
         top, best = gains.topk(2, dim=1)
         target = start + best[:, 0]
         bid = prices[target] + (top[:, 0] - top[:, 1]) + eps[row_group[free]]
@@ -133,3 +140,32 @@ def _bid_rounds(
         column[rows] = cols - offset[rows]
         prices[cols] = bids
         free = (column < 0).nonzero().squeeze(1)
+
+
+def _serial_bids(
+    stack: list[int], value: Tensor, prices: Tensor, eps: Tensor, owner: Tensor, column: Tensor, n: int
+) -> None:
+    """Bids of the last few unassigned rows one at a time, each outbid row bidding next (the tail of a phase).
+
+    Most rounds of a phase have one bidder whose bid displaces one other: a chain. Bidding from Python lists and
+    one row of tensor arithmetic per bid costs a few operations instead of a batched round's few dozen.
+    """
+    owners, columns, price_list, eps_list = owner.tolist(), column.tolist(), prices.tolist(), eps.tolist()
+    while stack:
+        row = stack.pop()
+        base = row - row % n  # the problem's first flat column
+        gains = value[row] - prices[base : base + n]
+        top, best = gains.topk(2)
+        first, second = top.tolist()
+        target = base + int(best[0])
+        price = price_list[target] + (first - second) + eps_list[row // n]
+        price_list[target] = price
+        prices[target] = price
+        previous = owners[target]
+        if previous >= 0:
+            columns[previous] = -1
+            stack.append(previous)
+        owners[target] = row
+        columns[row] = target - base
+    owner.copy_(torch.tensor(owners, dtype=owner.dtype, device=owner.device))
+    column.copy_(torch.tensor(columns, dtype=column.dtype, device=column.device))

@@ -12,7 +12,7 @@ from otkit._checks import check_positive_float
 from otkit.couplings.assignment import linear_assignment
 from otkit.couplings.result import Coupling
 from otkit.dense import sinkhorn
-from otkit.geometry import pairwise_cost
+from otkit.geometry import check_points
 from otkit.options import SinkhornOptions, SinkhornSettings, Unpack
 
 __all__ = ["LP_MAX_SIZE", "METHODS", "Method", "plan", "squared_distances"]
@@ -25,7 +25,8 @@ LP_MAX_SIZE = 8192  # largest lcm(n, m) the exact LP of unequal batches expands 
 def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
     """Squared Euclidean costs ``(*groups, n, m)`` between ``x0 (*groups, n, *dim)`` and ``x1 (*groups, m, *dim)``.
 
-    The trailing sample dims are flattened (images become vectors), as torchcfm does.
+    The trailing sample dims are flattened (images become vectors), as torchcfm does; the costs are one matrix
+    product of the points centred on the mean of ``x0`` (float32, or float64 for float64 inputs).
 
     Raises:
         ValueError: for non-tensors, mismatched trailing shapes or group dims, or fewer dims than needed.
@@ -50,7 +51,13 @@ def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
         )
     flat0 = x0.reshape(*x0.shape[: group_dims + 1], -1)
     flat1 = x1.reshape(*x1.shape[: group_dims + 1], -1)
-    return pairwise_cost(flat0, flat1, "sqeuclidean").clamp_min(0)
+    flat0, flat1 = check_points(flat0, flat1, "sqeuclidean", names=("x0", "x1"))
+    centre = flat0.mean(-2, keepdim=True)  # |x|^2 + |y|^2 - 2<x, y> is accurate for centred points
+    flat0, flat1 = flat0 - centre, flat1 - centre
+    rows, cols = flat0.reshape(-1, *flat0.shape[-2:]), flat1.reshape(-1, *flat1.shape[-2:])  # (B, n, d), (B, m, d)
+    norms = rows.square().sum(-1).unsqueeze(-1) + cols.square().sum(-1).unsqueeze(-2)
+    cost = torch.baddbmm(norms, rows, cols.transpose(1, 2), alpha=-2.0).clamp_min(0)  # one fused product
+    return cost.reshape(*flat0.shape[:-1], flat1.shape[-2])
 
 
 def plan(
@@ -121,6 +128,11 @@ def plan(
     if normalize_cost:
         cost = cost / cost.amax((-2, -1), keepdim=True).clamp_min(torch.finfo(cost.dtype).tiny)
     if method == "exact":
+        if eps is not None or options is not None or settings:
+            raise ValueError(
+                "method='exact' solves the unregularised problem and takes no eps, options or solver settings; "
+                "drop them, or use method='sinkhorn'."
+            )
         return _exact(cost)
     return _entropic(cost, method, eps, options, settings)
 

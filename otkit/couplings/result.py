@@ -9,7 +9,7 @@ from torch import Tensor
 
 from otkit.dense import SinkhornResult
 
-__all__ = ["Coupling"]
+__all__ = ["Coupling", "draw_pairs"]
 
 
 @dataclass(frozen=True)
@@ -63,22 +63,11 @@ class Coupling:
         Raises:
             ValueError: for ``batch_size < 1``, or more pairs than non-zero entries without replacement.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-        n, m = self.plan.shape[-2:]
-        batch = self.plan.shape[:-2]
-        if self.assignment is not None:  # uniform over the n pairs of each permutation: no n x n draw needed
-            rows = self._rows(batch, n, batch_size, replace, generator)
+        _check_batch_size(batch_size)
+        if self.assignment is not None:  # uniform over the n pairs of each permutation: no n x m draw needed
+            rows = self._rows(self.plan.shape[:-2], self.plan.shape[-1], batch_size, replace, generator)
             return rows, self.assignment.gather(-1, rows)
-        weights = self.plan.detach().reshape(-1, n * m)
-        if not replace and bool(((weights > 0).sum(-1) < batch_size).any()):
-            raise ValueError(
-                f"cannot draw {batch_size} distinct pairs without replacement: a plan has fewer non-zero entries. "
-                "Use replace=True or a smaller batch_size."
-            )
-        flat = torch.multinomial(weights, batch_size, replacement=replace, generator=generator)
-        flat = flat.reshape(*batch, batch_size)
-        return flat // m, flat % m
+        return draw_pairs(self.plan.detach(), batch_size, replace, generator)
 
     def _rows(self, batch: torch.Size, n: int, size: int, replace: bool, generator: torch.Generator | None) -> Tensor:
         """Rows of a permutation plan drawn uniformly, ``(*batch, size)``."""
@@ -95,3 +84,32 @@ class Coupling:
             keys = torch.rand(count, n, generator=generator, device=device)
             rows = keys.argsort(-1)[:, :size]
         return rows.reshape(*batch, size)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+
+
+def draw_pairs(
+    weights: Tensor, batch_size: int, replace: bool = True, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Draw ``batch_size`` index pairs ``(i, j) ~ W / sum(W)`` from each non-negative ``weights (..., n, m)``.
+
+    Returns:
+        ``(i, j)``: int64 tensors ``(..., batch_size)``.
+
+    Raises:
+        ValueError: for ``batch_size < 1``, or more pairs than non-zero entries without replacement.
+    """
+    _check_batch_size(batch_size)
+    n, m = weights.shape[-2:]
+    flat = weights.reshape(-1, n * m)
+    if not replace and bool(((flat > 0).sum(-1) < batch_size).any()):
+        raise ValueError(
+            f"cannot draw {batch_size} distinct pairs without replacement: a plan has fewer non-zero entries. "
+            "Use replace=True or a smaller batch_size."
+        )
+    index = torch.multinomial(flat, batch_size, replacement=replace, generator=generator)
+    index = index.reshape(*weights.shape[:-2], batch_size)
+    return index // m, index % m

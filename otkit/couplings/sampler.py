@@ -10,7 +10,7 @@ from torch import Tensor
 from otkit._checks import check_positive_float
 from otkit._convergence import ConvergenceWarning
 from otkit.couplings.plan import METHODS, Method, plan
-from otkit.couplings.result import Coupling
+from otkit.couplings.result import Coupling, draw_pairs
 
 __all__ = ["OTPlanSampler"]
 
@@ -33,7 +33,8 @@ class OTPlanSampler:
         num_threads: Accepted for compatibility and not used (torch's own thread setting applies).
         warn: Warn when a Sinkhorn solve does not converge (otkit's ``ConvergenceWarning``) or a plan
             has no mass and the uniform plan is used instead.
-        **settings: Fields of :class:`~otkit.SinkhornOptions` for the Sinkhorn solves (``max_iter``, ``tol``).
+        **settings: Fields of :class:`~otkit.SinkhornOptions` for the Sinkhorn solves (``max_iter``, ``tol``); not
+            used by ``"exact"``.
 
     Raises:
         ValueError: for an unknown method, ``reg <= 0`` or ``reg_m <= 0``.
@@ -71,12 +72,12 @@ class OTPlanSampler:
 
     def coupling(self, x0: Tensor, x1: Tensor, group_dims: int = 0) -> Coupling:
         """The :class:`~otkit.couplings.Coupling` of ``x0 (*groups, n, *dim)`` and ``x1 (*groups, m, *dim)``."""
-        eps = None if self.method == "exact" else self.reg
+        eps, settings = (None, {}) if self.method == "exact" else (self.reg, self.settings)
         with warnings.catch_warnings():
             if not self.warn:
                 warnings.simplefilter("ignore", ConvergenceWarning)
             result = plan(
-                x0, x1, self.method, eps, group_dims=group_dims, normalize_cost=self.normalize_cost, **self.settings
+                x0, x1, self.method, eps, group_dims=group_dims, normalize_cost=self.normalize_cost, **settings
             )
         mass = result.plan.sum((-2, -1), keepdim=True)
         if bool((mass < 1e-8).any()):  # an unbalanced plan can lose its mass: torchcfm falls back to uniform
@@ -105,7 +106,7 @@ class OTPlanSampler:
             raise ValueError(f"pi must be a 2-D tensor (n, m), got {getattr(pi, 'shape', type(pi).__name__)}.")
         if not bool(torch.isfinite(pi).all()) or bool((pi < 0).any()) or not bool(pi.sum() > 0):
             raise ValueError("pi must be finite, non-negative and have positive mass to be sampled.")
-        return Coupling(plan=pi, cost=pi, method="given").sample(batch_size, replace, generator)
+        return draw_pairs(pi.detach(), batch_size, replace, generator)
 
     def sample_plan(
         self, x0: Tensor, x1: Tensor, replace: bool = True, generator: torch.Generator | None = None

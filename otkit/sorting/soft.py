@@ -134,7 +134,8 @@ def soft_sort(
         squash: Map the values to ``(0, 1)`` by ``sigmoid((x - mean) / std)`` first (ott-jax's convention), which
             makes ``eps`` independent of the scale of ``x``; ``False`` uses the raw values against targets in
             ``[0, 1]``.
-        options: :class:`~otkit.SinkhornOptions` of the solve (``max_iter`` defaults to 5000 here).
+        options: :class:`~otkit.SinkhornOptions` of the solve. Without it, ``max_iter`` defaults to 5000 and
+            ``grad`` to ``"implicit"`` here (the solve starts from the hard sort's potentials, see the module).
         **settings: Fields of :class:`~otkit.SinkhornOptions` (``max_iter``, ``tol``, ``grad="implicit"``, ...).
 
     Returns:
