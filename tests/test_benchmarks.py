@@ -41,12 +41,23 @@ def test_quick_inference_bench_writes_json(tmp_path):
     assert 0 < rows[1]["extra"]["max_prob_diff"] < 0.05 and rows[1]["extra"]["argmax_agreement"] > 0.9
 
 
+def test_quick_gromov_memory_suite_writes_json(tmp_path):
+    out = tmp_path / "gromov.json"
+    proc = _run("benchmarks/gromov_bench.py", "--quick", "--suite", "memory", "--out", str(out))
+    assert "peak working memory" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["suite"] == "gromov-memory" and row["extra"]["n_inner"] > 0
+    if row["extra"]["peak_mb"] is not None:  # glibc heap statistics available
+        assert row["extra"]["peak_mb"] < row["extra"]["one_dense_matrix_mb"]  # never an n x n matrix
+
+
 def test_scripts_run_as_modules():
     modules = (
         "benchmarks.sinkhorn_bench",
         "benchmarks.gpu_sinkhorn_bench",
         "benchmarks.inference_bench",
         "benchmarks.points_bench",
+        "benchmarks.gromov_bench",
     )
     # started together: each spends its time importing torch
     procs = {

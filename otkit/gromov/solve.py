@@ -174,9 +174,10 @@ def gromov_wasserstein(
         constant = work.constant(a0, b0)
         constant = 2 * constant if symmetric else constant + work.constant(a0, b0, transposed=True)
 
+        plans = [start]  # the current plan, materialised once per outer iteration
+
         def step(previous: SinkhornResult | None) -> SinkhornResult:
-            plan = start if previous is None else previous.plan
-            cost = alpha * work.gradient(plan, constant, symmetric)
+            cost = alpha * work.gradient(plans[0], constant, symmetric)
             if M is not None:
                 cost = cost + (1 - alpha) * M.detach()
             if solver == "ppa":  # the proximal term: -eps log(P_k / (a b)), exact from the previous solve
@@ -188,12 +189,11 @@ def gromov_wasserstein(
             return solve_dense(cost, a0, b0, options, warm)
 
         def change(previous: SinkhornResult | None, current: SinkhornResult) -> Tensor:
-            before = start if previous is None else previous.plan
-            return (current.plan - before).abs().sum((-2, -1)) / a0.sum(-1)
+            before, plans[0] = plans[0], current.plan
+            return (plans[0] - before).abs().sum((-2, -1)) / a0.sum(-1)
 
         run = run_outer(step, change, max_outer, outer_tol)
-        solution = run.solution
-        plan = solution.plan
+        solution, plan = run.solution, plans[0]
         entropic = solution.value - (plan * solution.cost).sum((-2, -1))  # eps KL(P | a x b)
     distance = alpha * parts.quadratic(plan)
     if M is not None:
