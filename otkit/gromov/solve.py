@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -158,7 +160,7 @@ def gromov_wasserstein(
     alpha = check_alpha(alpha, M is not None)
     check_loss(loss, Cx, Cy)
     batch = _batch_shape(Cx, Cy, M)
-    dtype = compute_dtype(torch.promote_types(Cx.dtype, Cy.dtype) if M is None else torch.result_type(Cx, M))
+    dtype = compute_dtype(functools.reduce(torch.promote_types, [t.dtype for t in (Cx, Cy, M) if t is not None]))
     Cx, Cy = Cx.to(dtype).expand(*batch, n, n), Cy.to(dtype).expand(*batch, m, m)
     M = None if M is None else M.to(dtype).expand(*batch, n, m)
     a = prepare_marginal(a, (*batch, n), Cx, "a", "n")
