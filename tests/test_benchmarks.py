@@ -53,6 +53,16 @@ def test_quick_couplings_bench_writes_json_with_equal_values(tmp_path):
     assert all(r["extra"]["plan_l1_gap"] < 1e-4 for r in rows if r["mode"] == "sinkhorn")
 
 
+def test_quick_gromov_memory_suite_writes_json(tmp_path):
+    out = tmp_path / "gromov.json"
+    proc = _run("benchmarks/gromov_bench.py", "--quick", "--suite", "memory", "--out", str(out))
+    assert "peak working memory" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["suite"] == "gromov-memory" and row["extra"]["n_inner"] > 0
+    if row["extra"]["peak_mb"] is not None:  # glibc heap statistics available
+        assert row["extra"]["peak_mb"] < row["extra"]["one_dense_matrix_mb"]  # never an n x n matrix
+
+
 def test_scripts_run_as_modules():
     modules = (
         "benchmarks.sinkhorn_bench",
@@ -60,6 +70,7 @@ def test_scripts_run_as_modules():
         "benchmarks.gpu_sinkhorn_bench",
         "benchmarks.inference_bench",
         "benchmarks.points_bench",
+        "benchmarks.gromov_bench",
     )
     # started together: each spends its time importing torch
     procs = {

@@ -11,13 +11,19 @@ A fixed point satisfies ``G(P) + eps log(P / (a b)) = f + g``: it is a stationar
 multipliers the inner potentials ``(f, g)``. So (envelope theorem) the derivative of the value in the matrices is
 that of ``E`` with the plan held fixed, and in the weights it is ``dE/da_i = f_i + eps (|b|_1 - p_i / a_i)``
 (``p = P 1``), which :func:`weights_envelope` adds to a value without changing it.
+
+The proximal variant (``solver="ppa"``, POT's ``solver="PPA"`` and the method of ``ot.batch.solve_gromov_batch``;
+Xu, Luo, Carin 2019) replaces ``KL(P | a x b)`` by ``KL(P | P_k)``: the inner cost is ``G(P_k) - eps log(P_k / (a b))``,
+exact from the previous solve as ``G(P_k) - (f_k + g_k - C_{k-1})``. Its fixed points are stationary points of
+the objective without entropy, whose multipliers are the inner potentials: the value is the (fused) GW term and
+its gradient in the weights is ``(f, g)``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -26,9 +32,20 @@ from otkit._checks import caller_stacklevel
 from otkit._convergence import ConvergenceWarning
 from otkit.options import SinkhornOptions
 
-__all__ = ["OuterRun", "check_alpha", "check_outer", "run_outer", "warn_outer", "weights_envelope"]
+__all__ = [
+    "SOLVERS",
+    "GromovSolver",
+    "OuterRun",
+    "check_alpha",
+    "check_outer",
+    "run_outer",
+    "warn_outer",
+    "weights_envelope",
+]
 
 Solve = TypeVar("Solve")
+GromovSolver = Literal["pgd", "ppa"]
+SOLVERS = ("pgd", "ppa")
 
 
 def check_outer(max_outer: int, outer_tol: float | None, options: SinkhornOptions) -> float | None:

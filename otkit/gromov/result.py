@@ -35,6 +35,8 @@ class GromovResult:
         outer_tol: The tolerance the errors were compared with; ``None``: a fixed number of outer iterations.
         alpha: The weight of the structure term (1 without a feature cost).
         loss: ``"square"`` or ``"kl"``.
+        solver: ``"pgd"`` (mirror descent on the entropic objective) or ``"ppa"`` (proximal point iterations on
+            the objective without entropy: :attr:`value` is then :attr:`distance`, with its envelope gradient).
     """
 
     value: Tensor
@@ -46,6 +48,7 @@ class GromovResult:
     outer_tol: float | None
     alpha: float
     loss: str
+    solver: str = "pgd"
 
     @property
     def plan(self) -> Tensor:

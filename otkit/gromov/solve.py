@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -9,7 +11,7 @@ from otkit._checks import check_cost, check_masses, compute_dtype, is_tracing, p
 from otkit.dense.result import SinkhornResult
 from otkit.dense.solve import solve_dense
 from otkit.gromov.losses import GromovLoss, check_loss, decompose
-from otkit.gromov.outer import check_alpha, check_outer, run_outer, warn_outer, weights_envelope
+from otkit.gromov.outer import SOLVERS, GromovSolver, check_alpha, check_outer, run_outer, warn_outer, weights_envelope
 from otkit.gromov.result import GromovResult
 from otkit.options import SinkhornOptions, SinkhornSettings, Unpack, resolve_options
 
@@ -42,6 +44,12 @@ def _batch_shape(Cx: Tensor, Cy: Tensor, M: Tensor | None) -> torch.Size:
         ) from None
 
 
+def _log_ratio(plan: Tensor, prior: Tensor) -> Tensor:
+    """``log(plan / prior)`` where the prior is positive (0 elsewhere), zeros of the plan at the dtype's floor."""
+    floor = torch.finfo(plan.dtype).tiny
+    return torch.where(prior > 0, torch.log(plan.clamp_min(floor) / torch.where(prior > 0, prior, 1.0)), 0.0)
+
+
 def _check_init(init: Tensor, shape: torch.Size, like: Tensor) -> Tensor:
     if not isinstance(init, Tensor) or init.shape[-2:] != shape[-2:]:
         got = tuple(init.shape) if isinstance(init, Tensor) else type(init).__name__
@@ -64,6 +72,7 @@ def gromov_wasserstein(
     loss: GromovLoss = "square",
     symmetric: bool | None = None,
     init: Tensor | None = None,
+    solver: GromovSolver = "pgd",
     max_outer: int = 1000,
     outer_tol: float | None = 1e-5,
     options: SinkhornOptions | None = None,
@@ -103,6 +112,10 @@ def gromov_wasserstein(
             ``1e-15``, POT's convention).
         symmetric: Whether ``Cx`` and ``Cy`` are symmetric (then the gradient costs half); ``None``: checked.
         init: ``(..., n, m)`` plan of the first linearisation; ``None``: ``a b^T``.
+        solver: ``"pgd"`` (default): mirror descent on the entropic objective above. ``"ppa"``: proximal point
+            iterations, ``KL(P | P_k)`` in place of ``KL(P | a x b)`` (POT's ``solver="PPA"``, the method of
+            ``ot.batch.solve_gromov_batch``): they converge to a stationary point of the objective without
+            entropy, so ``value`` equals ``distance`` (with its envelope gradient) and ``eps`` is a step size.
         max_outer: Maximum number of outer iterations (>= 1; 1000, POT's default).
         outer_tol: Tolerance on the plan's change (see above); ``None`` runs exactly ``max_outer``.
         options: Settings of the inner Sinkhorn solves, a :class:`~otkit.SinkhornOptions`.
@@ -133,6 +146,8 @@ def gromov_wasserstein(
     """
     options = resolve_options("otkit.gromov_wasserstein", options, eps, settings)
     outer_tol = check_outer(max_outer, outer_tol, options)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))}, got {solver!r}.")
     _check_square(Cx, "Cx", "n")
     _check_square(Cy, "Cy", "m")
     n, m = Cx.shape[-1], Cy.shape[-1]
@@ -145,7 +160,7 @@ def gromov_wasserstein(
     alpha = check_alpha(alpha, M is not None)
     check_loss(loss, Cx, Cy)
     batch = _batch_shape(Cx, Cy, M)
-    dtype = compute_dtype(torch.promote_types(Cx.dtype, Cy.dtype) if M is None else torch.result_type(Cx, M))
+    dtype = compute_dtype(functools.reduce(torch.promote_types, [t.dtype for t in (Cx, Cy, M) if t is not None]))
     Cx, Cy = Cx.to(dtype).expand(*batch, n, n), Cy.to(dtype).expand(*batch, m, m)
     M = None if M is None else M.to(dtype).expand(*batch, n, m)
     a = prepare_marginal(a, (*batch, n), Cx, "a", "n")
@@ -161,26 +176,35 @@ def gromov_wasserstein(
         constant = work.constant(a0, b0)
         constant = 2 * constant if symmetric else constant + work.constant(a0, b0, transposed=True)
 
+        plans = [start]  # the current plan, materialised once per outer iteration
+
         def step(previous: SinkhornResult | None) -> SinkhornResult:
-            plan = start if previous is None else previous.plan
-            cost = alpha * work.gradient(plan, constant, symmetric)
+            cost = alpha * work.gradient(plans[0], constant, symmetric)
             if M is not None:
                 cost = cost + (1 - alpha) * M.detach()
+            if solver == "ppa":  # the proximal term: -eps log(P_k / (a b)), exact from the previous solve
+                if previous is not None:
+                    cost = cost - (previous.f.unsqueeze(-1) + previous.g.unsqueeze(-2) - previous.cost)
+                elif init is not None:
+                    cost = cost - options.eps * _log_ratio(start, a0.unsqueeze(-1) * b0.unsqueeze(-2))
             warm = None if previous is None else (previous.f, previous.g)
             return solve_dense(cost, a0, b0, options, warm)
 
         def change(previous: SinkhornResult | None, current: SinkhornResult) -> Tensor:
-            before = start if previous is None else previous.plan
-            return (current.plan - before).abs().sum((-2, -1)) / a0.sum(-1)
+            before, plans[0] = plans[0], current.plan
+            return (plans[0] - before).abs().sum((-2, -1)) / a0.sum(-1)
 
         run = run_outer(step, change, max_outer, outer_tol)
-        solution = run.solution
-        plan = solution.plan
+        solution, plan = run.solution, plans[0]
         entropic = solution.value - (plan * solution.cost).sum((-2, -1))  # eps KL(P | a x b)
     distance = alpha * parts.quadratic(plan)
     if M is not None:
         distance = distance + (1 - alpha) * (M * plan).sum((-2, -1))
-    envelope = weights_envelope(a, b, plan.sum(-1), plan.sum(-2), solution.f, solution.g, options.eps)
+    if solver == "ppa":  # a stationary point of the objective without entropy; (f, g) are its multipliers
+        entropic = torch.zeros_like(entropic)
+    envelope = weights_envelope(
+        a, b, plan.sum(-1), plan.sum(-2), solution.f, solution.g, 0.0 if solver == "ppa" else options.eps
+    )
     warn_outer(run, outer_tol, max_outer)
     return GromovResult(
         value=distance + entropic + envelope,
@@ -192,4 +216,5 @@ def gromov_wasserstein(
         outer_tol=outer_tol,
         alpha=alpha,
         loss=loss,
+        solver=solver,
     )
