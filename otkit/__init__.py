@@ -27,6 +27,7 @@ from otkit.barycenter import (
     BarycenterResult,
     FreeSupportBarycenterResult,
     convolutional_barycenter,
+    free_support_barycenter,
     sinkhorn_barycenter,
 )
 from otkit.dense import SinkhornResult, sinkhorn
@@ -50,6 +51,7 @@ __all__ = [
     "SinkhornOptions",
     "SinkhornResult",
     "convolutional_barycenter",
+    "free_support_barycenter",
     "multi_prompt_transport",
     "pairwise_cost",
     "sinkhorn",
