@@ -115,10 +115,11 @@ def free_support_barycenter(
 
     Example:
         >>> import torch, otkit
-        >>> clouds = [torch.randn(60, 2) * 0.1, torch.randn(80, 2) * 0.1 + torch.tensor([1.0, 0.0])]
-        >>> res = otkit.free_support_barycenter(clouds, eps=0.001, init=torch.randn(40, 2) * 0.1)
-        >>> res.points.shape, round(float(res.points[:, 0].mean()), 1)
-        (torch.Size([40, 2]), 0.5)
+        >>> clouds = [torch.tensor([[0.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])]
+        >>> res = otkit.free_support_barycenter(clouds, eps=0.01, init=torch.tensor([[0.2, 0.1], [0.3, 0.9]]), tol=1e-5)
+        >>> res.points.round(decimals=2)  # the first point takes 1/3 of (1, 0) and 1/6 of (1, 1)
+        tensor([[0.5000, 0.1700],
+                [0.5000, 1.0000]])
     """
     options = resolve_options("otkit.free_support_barycenter", options, eps, settings)
     if not isinstance(max_outer_iter, int) or max_outer_iter < 1:
