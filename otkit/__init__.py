@@ -33,6 +33,7 @@ from otkit.barycenter import (
     BarycenterResult,
     FreeSupportBarycenterResult,
     convolutional_barycenter,
+    free_support_barycenter,
     sinkhorn_barycenter,
 )
 from otkit.dense import SinkhornResult, sinkhorn
@@ -61,6 +62,7 @@ __all__ = [
     "SinkhornResult",
     "convolutional_barycenter",
     "couplings",
+    "free_support_barycenter",
     "gromov_wasserstein",
     "gromov_wasserstein_points",
     "gumbel_sinkhorn",

@@ -212,3 +212,51 @@ def test_convolutional_debiased_of_one_image_is_that_image():
     res = otkit.convolutional_barycenter(images, weights, 0.01, debiased=True, tol=1e-7, max_iter=3000)
     assert bool(res.converged)
     assert float((res.barycenter - images[0]).abs().max()) < 1e-4 * float(images[0].max())
+
+
+def _grid_clouds():
+    """Two clouds of different sizes (16 and 32 points) near the sites of 4 x 4 grids, and a start near a grid.
+
+    The sites are 0.25 apart: at eps = 1e-3 an entropic plan puts about exp(-60) of its mass across sites, so
+    its barycentric map is the exact plan's to rounding, and Sinkhorn converges in a few iterations.
+    """
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1).reshape(-1, 2) * 0.25
+    grid = grid.double()
+    first = grid + 0.01 * torch.randn(16, 2, generator=gen, dtype=torch.float64)
+    second = (grid * torch.tensor([1.5, 0.8], dtype=torch.float64) + 0.3).repeat(2, 1)
+    second = second + 0.01 * torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    init = grid + 0.03 * torch.randn(16, 2, generator=gen, dtype=torch.float64)
+    return [first, second], init
+
+
+def test_free_support_equals_pot_exact_barycenter_at_small_eps():
+    clouds, init = _grid_clouds()
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    res = otkit.free_support_barycenter(clouds, None, weights, 1e-3, init=init)
+    ref = ot.lp.free_support_barycenter(
+        [c.numpy() for c in clouds], [np.full(16, 1 / 16), np.full(32, 1 / 32)], init.numpy(), weights=weights.numpy()
+    )
+    assert bool(res.converged) and res.points.shape == (16, 2) and res.n_iter == res.displacements.shape[0]
+    np.testing.assert_allclose(res.points.numpy(), ref, rtol=0, atol=1e-6)  # stated tolerance: 1e-6 (0.25 apart)
+
+
+def test_free_support_batch_dims_and_weights_of_points():
+    clouds, init = _grid_clouds()
+    masses = [torch.full((16,), 1 / 16, dtype=torch.float64), None]
+    batched = [torch.stack([c, c + 1.0]) for c in clouds]  # (2, n_i, 2): the second problem shifted by 1
+    res = otkit.free_support_barycenter(batched, masses, eps=1e-3, init=torch.stack([init, init + 1.0]))
+    one = otkit.free_support_barycenter(clouds, masses, eps=1e-3, init=init)
+    assert res.points.shape == (2, 16, 2) and res.converged.shape == (2,)
+    torch.testing.assert_close(res.points[0], one.points, rtol=0, atol=1e-9)
+    torch.testing.assert_close(res.points[1], one.points + 1.0, rtol=0, atol=1e-9)
+
+
+def test_free_support_bad_inputs_raise():
+    clouds, init = _grid_clouds()
+    with pytest.raises(ValueError, match="expected"):
+        otkit.free_support_barycenter([clouds[0], torch.rand(5, 3, dtype=torch.float64)], eps=0.01, init=init)
+    with pytest.raises(ValueError, match="2 entries for 1"):
+        otkit.free_support_barycenter(clouds[:1], [None, None], eps=0.01, init=init)
+    with pytest.raises(ValueError, match="non-empty list"):
+        otkit.free_support_barycenter(clouds[0], eps=0.01, init=init)

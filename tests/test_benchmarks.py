@@ -63,6 +63,17 @@ def test_quick_gromov_memory_suite_writes_json(tmp_path):
         assert row["extra"]["peak_mb"] < row["extra"]["one_dense_matrix_mb"]  # never an n x n matrix
 
 
+def test_quick_barycenter_bench_writes_json_with_equal_values(tmp_path):
+    out = tmp_path / "barycenter.json"
+    proc = _run("benchmarks/barycenter_bench.py", "--quick", "--out", str(out))
+    assert "convolutional" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["suite"] for r in rows} == {"convolutional", "fixed"}
+    ours = [r for r in rows if r["method"].startswith("otkit")]
+    assert len(ours) == 3 and all(r["ratio"] > 0 for r in ours)
+    assert all(r["extra"]["max_rel_diff_vs_pot_log"] < 1e-5 for r in ours)  # float32 included
+
+
 def test_scripts_run_as_modules():
     modules = (
         "benchmarks.sinkhorn_bench",
@@ -71,6 +82,7 @@ def test_scripts_run_as_modules():
         "benchmarks.inference_bench",
         "benchmarks.points_bench",
         "benchmarks.gromov_bench",
+        "benchmarks.barycenter_bench",
     )
     # started together: each spends its time importing torch
     procs = {
