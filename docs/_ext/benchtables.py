@@ -31,6 +31,7 @@ def _number(value: Any) -> str:
 def machine(environment: dict[str, Any]) -> str:
     """One line naming the machine and software a results file was measured on."""
     device = environment.get("device_name") or f"{environment.get('processor', '?')} {environment.get('device', '')}"
+    device = device.replace(" cpu", " CPU")
     parts = [device.strip(), f"{environment.get('threads', '?')} thread(s)", f"torch {environment.get('torch')}"]
     for key, label in (("ot", "POT"), ("geomloss", "geomloss")):
         if environment.get(key):
@@ -89,7 +90,10 @@ def table_nodes(
     source += nodes.Text(". Command: ")
     source += nodes.literal(text=command) if command else nodes.Text("see benchmarks/README.md")
     source += nodes.Text(f". Machine: {machine(data['environment'])}.")
-    header = ["problem", "mode", "method", "ms", "speed-up vs reference", "reference", *extras]
+    references = {str(row.get("reference", "")) for row in rows}
+    shared = references.pop() if len(references) == 1 else None
+    header = ["problem", "mode", "method", "ms", f"speed-up vs {shared}" if shared else "speed-up", "reference"]
+    header = [*header[:5], *([] if shared is not None else header[5:]), *[key.replace("_", " ") for key in extras]]
     cells = []
     for row in rows:
         extra = row.get("extra") or {}
@@ -102,7 +106,7 @@ def table_nodes(
                 str(row.get("method", "")),
                 _number(row.get("ms")),
                 "-" if ratio is None else f"{ratio:.2f}x",
-                str(row.get("reference", "")),
+                *([] if shared is not None else [str(row.get("reference", ""))]),
                 *[_number(extra.get(key)) for key in extras],
             ]
         )
