@@ -31,8 +31,10 @@ $(VENV)/.installed-docs: pyproject.toml otkit/pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/otseg demo
 
+# EXAMPLES=DIR: a folder of your own example images; by default the ADE20K sample beside the checkout, if there.
+EXAMPLES ?= $(wildcard ../shared/fixtures/ade20k_sample)
 serve: $(VENV)/.installed-app
-	$(BIN)/otseg serve
+	$(BIN)/otseg serve $(if $(EXAMPLES),--examples $(EXAMPLES))
 
 # OMP_WAIT_POLICY=PASSIVE: OpenMP threads waiting at a barrier sleep instead of spinning. With spinning (the
 # default), a two-thread test on a 2-core machine shared with any other work ran 9x slower (348 s against 39 s for

@@ -85,6 +85,25 @@ def window_options(command: Callable) -> Callable:
     return wrapped
 
 
+def max_megapixels_option(command: Callable) -> Callable:
+    """``--max-megapixels``: the largest image read (the command receives ``max_pixels``, in pixels)."""
+    from otseg.data.readers import MAX_PIXELS
+
+    def to_pixels(ctx: click.Context, param: click.Parameter, value: float) -> int:
+        return round(value * 1e6)
+
+    return click.option(
+        "--max-megapixels",
+        "max_pixels",
+        type=click.FloatRange(min=0.001),
+        default=MAX_PIXELS / 1e6,
+        show_default=True,
+        callback=to_pixels,
+        help="Refuse images over this many megapixels, from their header, before decoding them (a guard against "
+        "decompression bombs); raise it for genuine larger images.",
+    )(command)
+
+
 def load_for_inference(model_file: str | None, paper_checkpoint: str | None, model_config: str, clip_weights):
     """``(model, meta)`` from our model file or the paper's checkpoint (exactly one of them)."""
     from otseg.build import load_otseg
@@ -121,6 +140,7 @@ def inference_settings(meta: dict[str, Any], preset: dict[str, Any] | None, **fl
     help="Inductive lowers seen classes by the model's seen_bias (calibration).",
 )
 @window_options
+@max_megapixels_option
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Evaluate the first images only.")
 @click.option(
     "--lenient-labels", is_flag=True, help="Ignore label values outside the classes instead of stopping on them."
@@ -130,7 +150,7 @@ def inference_settings(meta: dict[str, Any], preset: dict[str, Any] | None, **fl
 @debug_option
 def evaluate_command(
     model_file, paper_checkpoint, model_config, clip_weights, preset, dataset, data_root, unseen, setting,
-    inference_flags, device, max_images, lenient_labels, json_out, per_class, debug,
+    inference_flags, device, max_pixels, max_images, lenient_labels, json_out, per_class, debug,
 ) -> None:  # fmt: skip
     """Evaluate a model: mIoU(S), mIoU(U), hIoU, pAcc, mAcc and per-class IoU (confusion matrix, ignore 255)."""
     from otseg.data.classes import ZeroShotSplit, parse_class_names
@@ -152,7 +172,7 @@ def evaluate_command(
         else:
             if data_root is None:
                 raise click.UsageError("give --data-root for this dataset.")
-            data_set = build_dataset(dataset, data_root, "val", strict_labels=not lenient_labels)
+            data_set = build_dataset(dataset, data_root, "val", strict_labels=not lenient_labels, max_pixels=max_pixels)
             split = data_set.zero_shot_split
         if unseen is not None:
             split = ZeroShotSplit.from_names(split.class_names, parse_class_names(unseen, "--unseen"), name="custom")
@@ -206,6 +226,7 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 @click.option("--classes-file", type=click.Path(exists=True, dir_okay=False), default=None, help="One name per line.")
 @click.option("--seen", default=None, help="Comma-separated classes seen in training (calibrated) [default: none].")
 @window_options
+@max_megapixels_option
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
@@ -223,13 +244,13 @@ def _image_paths(inputs: tuple[str, ...]) -> list[Path]:
 @debug_option
 def predict(
     images, model_file, paper_checkpoint, model_config, clip_weights, classes, classes_file, seen, inference_flags,
-    device, batch_size, out_dir, debug,
+    device, max_pixels, batch_size, out_dir, debug,
 ) -> None:  # fmt: skip
     """Segment IMAGES (files or folders of images) with any class names: a label map and an overlay per image."""
     import numpy as np
 
     from otseg.data.classes import parse_class_names
-    from otseg.data.readers import load_image, save_label_map
+    from otseg.data.readers import load_image, open_image, save_label_map
     from otseg.predictor import OTSegPredictor
     from otseg.utils.plots import colour_palette, overlay, save_prediction_figure
     from otseg.utils.progress import make_progress
@@ -237,6 +258,8 @@ def predict(
     names = class_list(classes, classes_file)
     paths = _image_paths(images)
     with reported_errors(debug):
+        for path in paths:  # every header first: a file that cannot be read stops the run before the model loads
+            open_image(path, max_pixels=max_pixels).close()
         seen_names = list(parse_class_names(seen, "--seen")) if seen else None
         model, meta = load_for_inference(model_file, paper_checkpoint, model_config, clip_weights)
         settings = inference_settings(meta, None, **inference_flags)
@@ -251,7 +274,7 @@ def predict(
             task = progress.add_task("segmenting", total=len(paths), info="")
             for first in range(0, len(paths), batch_size):
                 chunk = paths[first : first + batch_size]
-                loaded = [load_image(path) for path in chunk]
+                loaded = [load_image(path, max_pixels) for path in chunk]
                 for path, image, labels in zip(chunk, loaded, predictor.predict(loaded, batch_size), strict=True):
                     rgb = image.permute(1, 2, 0).numpy()
                     save_label_map(out / f"{path.stem}_labels.png", labels, len(names))

@@ -13,6 +13,11 @@ from cli.inference_cmds import inference_settings, load_for_inference, model_opt
 DEMO_MODEL = Path("runs") / "demo" / "otseg" / "model.safetensors"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_SIDE_HELP = "Longer images are resized to this side before segmentation."
+EXAMPLES_HELP = (
+    "A folder of your own example images (or its images/ subfolder), offered beside the synthetic world's. Each "
+    "comes with the names of classes.txt in the folder (one per line), the ADE20K classes of "
+    "annotations/<stem>.png (ADE20K's layout), or the model's classes."
+)
 
 
 def _default_model() -> str:
@@ -36,6 +41,7 @@ def _default_model() -> str:
 )
 @click.option("--max-side", type=click.IntRange(16), default=1024, show_default=True, help=MAX_SIDE_HELP)
 @click.option("--max-queue", type=click.IntRange(1), default=16, show_default=True, help="Requests that may wait.")
+@click.option("--examples", "examples_dir", type=click.Path(exists=True, file_okay=False), help=EXAMPLES_HELP)
 @click.option(
     "--threads",
     type=click.IntRange(1),
@@ -45,14 +51,16 @@ def _default_model() -> str:
 @debug_option
 def serve(
     model_file, paper_checkpoint, model_config, clip_weights, inference_flags, device, host, port, max_classes,
-    max_upload_mb, max_megapixels, max_side, max_queue, threads, debug,
+    max_upload_mb, max_megapixels, max_side, max_queue, examples_dir, threads, debug,
 ) -> None:  # fmt: skip
     """Serve a web page that segments an uploaded image with any class names and shows the transport plan.
 
     Without --model it serves the model `make demo` trains. The page runs one request at a time from a queue;
-    uploads, pixels and class lists are limited, and bad requests get a message in the page.
+    uploads, pixels and class lists are limited, and bad requests get a message in the page. Its examples are
+    images of the model's synthetic world, and those of --examples DIR. The same segmentation is an API endpoint,
+    "/segment", for gradio_client (see the page's "Use via API").
     """
-    from otseg.serve import SegmentationSession, ServeLimits, ade_examples, synthetic_examples
+    from otseg.serve import SegmentationSession, ServeLimits, folder_examples, synthetic_examples
 
     if not model_file and not paper_checkpoint:
         model_file = _default_model()
@@ -77,7 +85,9 @@ def serve(
         settings = inference_settings(meta, None, **inference_flags)
         session = SegmentationSession(model, meta, settings, limits, device=device)
         with tempfile.TemporaryDirectory(prefix="otseg-serve-") as folder:
-            examples = synthetic_examples(meta, Path(folder)) + ade_examples()
+            examples = synthetic_examples(meta, Path(folder))
+            if examples_dir:
+                examples += folder_examples(examples_dir, ", ".join(session.model_classes))
             app = build_app(session, examples, meta)
             if host not in LOCAL_HOSTS:
                 console.print(f"[yellow]binding to {host}: anyone who can reach this machine can use the page.")

@@ -107,6 +107,22 @@ def test_module_errors():
         otkit.sinkhorn_attention(x, x, x, options=_iters(-1))
 
 
+def test_module_inputs_are_checked_like_multihead_attention():
+    """Wrong sizes raise a ValueError naming what was expected, not a matmul error from inside."""
+    attn = otkit.SinkhornAttention(16, 4)
+    x, y = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    with pytest.raises(ValueError, match=r"query must be \(B, L, E\) .* E = embed_dim = 16, got \(2, 5, 12\)"):
+        attn(torch.randn(2, 5, 12), y, y)
+    with pytest.raises(ValueError, match=r"value must be .* embed_dim = 16, got \(2, 7\)"):
+        attn(x, y, y[..., 0])
+    with pytest.raises(ValueError, match="same batch size B, got 2, 3 and 3"):
+        attn(x, torch.randn(3, 7, 16), torch.randn(3, 7, 16))
+    with pytest.raises(ValueError, match="same sequence length S, got 7 and 6"):
+        attn(x, y, y[:, :6])
+    with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor \(B, S\) = \(2, 7\), got \(2, 5\)"):
+        attn(x, y, y, key_padding_mask=torch.zeros(2, 5, dtype=torch.bool))
+
+
 def test_modules_store_their_options():
     assert otkit.ATTENTION_OPTIONS == SinkhornOptions(eps=1.0, max_iter=2, tol=None)  # 3 row normalisations
     assert otkit.SinkhornAttention(8, 2).options is otkit.ATTENTION_OPTIONS

@@ -9,6 +9,7 @@ its converged value.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -193,3 +194,19 @@ def test_bad_inputs_are_value_errors_naming_the_argument():
         otkit.sinkhorn_divergence(x, y, debias="yes")
     with pytest.raises(ValueError, match="max_iter must be >= 1"):
         otkit.sinkhorn_divergence(x, y, max_iter=0)
+
+
+@pytest.mark.parametrize("eps", [0.02])
+def test_defaults_converge_at_the_eps_users_pass_to_the_converged_value(eps):
+    """300 points in the unit cube, float32, every setting at its default: no ConvergenceWarning, neither for the
+    self term alone (x against x) nor for two clouds, and the value of a float64 solve run to tol 1e-12."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(300, 3, generator=gen), torch.rand(300, 3, generator=gen) * 0.8 + 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", otkit.ConvergenceWarning)
+        itself = otkit.sinkhorn_divergence(x, x, eps=eps)
+        res = otkit.sinkhorn_divergence(x, y, eps=eps)
+    assert bool(itself.converged) and bool(res.converged) and abs(float(itself.value)) < 1e-6
+    ref = otkit.sinkhorn_divergence(x.double(), y.double(), eps=eps, scaling=None, tol=1e-12, max_iter=20000)
+    assert bool(ref.converged)
+    torch.testing.assert_close(res.value.double(), ref.value, rtol=1e-5, atol=0)

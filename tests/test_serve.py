@@ -17,10 +17,10 @@ from otseg.serve import (
     RequestError,
     SegmentationSession,
     ServeLimits,
-    ade_examples,
     area_rows,
     class_view,
     fit_image,
+    folder_examples,
     legend_html,
     read_upload,
     synthetic_examples,
@@ -183,11 +183,41 @@ def test_synthetic_examples_are_written_from_the_models_world(loaded, tmp_path):
     assert examples[0].classes.split(", ") == loaded.meta["class_names"]
 
 
-def test_ade_examples_offer_the_classes_of_their_annotations(fixtures_dir):
-    examples = ade_examples(fixtures_dir / "ade20k_sample")
+def test_ade20k_examples_offer_the_classes_of_their_annotations(fixtures_dir):
+    examples = folder_examples(fixtures_dir / "ade20k_sample", "sky, tree")
     assert len(examples) == 3 and all(e.path.is_file() for e in examples)
-    assert all(0 < len(e.classes.split(", ")) <= 6 for e in examples)
-    assert ade_examples(fixtures_dir / "no_such_folder") == []
+    assert all(0 < len(e.classes.split(", ")) <= 6 and e.classes != "sky, tree" for e in examples)
+    assert [e.label for e in examples] == [e.path.stem for e in examples]
+
+
+def test_a_folder_of_own_examples_offers_its_class_list_or_the_models(tmp_path):
+    _png(tmp_path / "b.png", (32, 32))
+    _png(tmp_path / "a.jpg", (32, 32))
+    (tmp_path / "notes.md").write_text("not an image")
+    examples = folder_examples(tmp_path, "sky, tree")
+    assert [(e.path.name, e.classes, e.label) for e in examples] == [
+        ("a.jpg", "sky, tree", "a"),
+        ("b.png", "sky, tree", "b"),
+    ]
+    (tmp_path / "classes.txt").write_text("red car\nblue door\n")
+    assert {e.classes for e in folder_examples(tmp_path, "sky")} == {"red car, blue door"}
+    with pytest.raises(FileNotFoundError, match="examples folder"):
+        folder_examples(tmp_path / "missing", "sky")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        folder_examples(tmp_path / "empty", "sky")
+
+
+def test_installed_code_names_no_folder_beside_the_repository():
+    for package in ("otseg", "cli"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text()
+            assert "fixtures" not in text and '"shared"' not in text, path
+
+
+def test_serve_help_offers_examples_of_ones_own():
+    result = CliRunner().invoke(otseg_main, ["serve", "--help"])
+    assert result.exit_code == 0 and "--examples DIRECTORY" in result.output and "/segment" in result.output
 
 
 def test_serve_without_a_model_says_to_run_make_demo(tmp_path, monkeypatch):
@@ -223,7 +253,11 @@ def test_gradio_is_imported_lazily_so_otseg_works_without_it():
 
 def test_the_page_builds(session):
     pytest.importorskip("gradio", reason="the app extra (Gradio) is not installed")
-    from otseg.serve.app import build_app
+    from otseg.serve.app import MODEL_QUEUE, build_app
 
     app = build_app(session, [], {"dataset": "synthetic", "step": 3})
     assert app.title.startswith("OTSeg")
+    public = [fn for fn in app.fns.values() if fn.api_visibility == "public"]
+    assert [fn.api_name for fn in public] == ["segment"]
+    model_runs = {fn.name: fn.concurrency_id for fn in app.fns.values() if fn.concurrency_id == MODEL_QUEUE}
+    assert set(model_runs) == {"segment_api", "show_segmentation"}  # the page's requests and the API's: one queue

@@ -7,20 +7,16 @@ installs Chromium). The page's screenshot is left under pytest's tmp_path as ``s
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import FIXTURES
+from tests.huge_image import huge_png
+from tests.serving import serving
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -32,7 +28,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 CLASSES = ["red square", "blue circle", "a thing of my own"]
-START_TIMEOUT_S = 180  # importing torch and Gradio on a busy machine
 STEP_TIMEOUT_MS = 60_000
 
 pytest.importorskip("gradio", reason="the app extra (Gradio) is not installed: pip install -e '.[app]'")
@@ -47,44 +42,14 @@ def _browser() -> str:
     pytest.skip(f"no Chromium found (looked for {', '.join(BROWSERS)}); install it: apt-get install chromium")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_served(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"otseg serve exited with status {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"otseg serve did not answer at {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
+ADE_SAMPLE = FIXTURES / "ade20k_sample"
 
 
 @pytest.fixture
 def served(tiny_model_file, tmp_path):
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "cli.otseg_cli", "serve", "--model", str(tiny_model_file), "--port", str(port)]
-    with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_served(url, server, log)
+    examples = ["--examples", str(ADE_SAMPLE)] if ADE_SAMPLE.is_dir() else []  # the fixtures, passed explicitly
+    with serving(tiny_model_file, tmp_path / "serve.log", *examples) as (url, _):
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def _status_contains(page, text: str) -> None:
@@ -147,7 +112,19 @@ def test_segment_in_a_real_browser(served, tiny_model_file, tmp_path):
         page.goto(served)  # a fresh page: its upload box is empty again
         page.locator("#otseg-upload input[type=file]").set_input_files(str(notes))
         _status_contains(page, "notes.png is not an image")
+        page.goto(served)
+        page.locator("#otseg-upload input[type=file]").set_input_files(str(huge_png(tmp_path / "huge.png")))
+        _status_contains(page, "huge.png has 900 megapixels; this server takes at most 40 megapixels")
+        if ADE_SAMPLE.is_dir():  # an example of --examples: its photo is served and its classes offered
+            page.get_by_text("ADE_val_00000001", exact=True).click()
+            page.wait_for_function(
+                "() => { const img = document.querySelector('#otseg-image img'); return img && img.naturalWidth > 0; }",
+                timeout=STEP_TIMEOUT_MS,
+            )
+            assert "wall" in page.locator("#otseg-classes textarea").input_value()
         html = page.content()
+        page.get_by_text("Use via API").first.click()  # the footer's link: the named endpoint and its example
+        page.get_by_text("/segment").first.wait_for(timeout=STEP_TIMEOUT_MS)
         browser.close()
     assert outside == []
     assert str(tiny_model_file.parent) not in html and "Traceback" not in html

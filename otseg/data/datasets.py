@@ -125,6 +125,9 @@ class SegmentationDataset(LabelledDataset):
         reduce_zero_label: Whether file label 0 is background/"other" to be ignored.
         transform: Optional joint ``transform(image, label) -> (image, label)``.
         strict_labels: Raise on out-of-range label values (True) or map them to 255 (False).
+        max_pixels: Largest image or label read, in pixels (default
+            :data:`~otseg.data.readers.MAX_PIXELS`); a larger file raises
+            :class:`~otseg.data.readers.ImageTooLargeError` naming it, before it is decoded.
 
     Attributes:
         class_names: The ``K`` class names in label-index order.
@@ -143,6 +146,7 @@ class SegmentationDataset(LabelledDataset):
         reduce_zero_label: bool = False,
         transform: JointTransform | None = None,
         strict_labels: bool = True,
+        max_pixels: int | None = None,
     ) -> None:
         self.samples = [(Path(i), Path(lab)) for i, lab in samples]
         self.zero_shot_split = zero_shot_split
@@ -150,6 +154,7 @@ class SegmentationDataset(LabelledDataset):
         self.reduce_zero_label = reduce_zero_label
         self.transform = transform
         self.strict_labels = strict_labels
+        self.max_pixels = max_pixels
         k = zero_shot_split.num_classes
         lut = np.arange(256, dtype=np.int64)
         if reduce_zero_label:
@@ -187,8 +192,8 @@ class SegmentationDataset(LabelledDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, label_path = self.samples[index]
-        image = load_image(image_path)
-        raw = load_label(label_path)
+        image = load_image(image_path, self.max_pixels)
+        raw = load_label(label_path, max_pixels=self.max_pixels)
         if tuple(raw.shape) != tuple(image.shape[1:]):
             raise ValueError(
                 f"image {image_path} is {image.shape[2]}x{image.shape[1]} but its label {label_path} is "
@@ -210,6 +215,7 @@ class BenchmarkDataset(SegmentationDataset):
             images instead of 1,464); a warning says when it is asked for but missing.
         transform: Optional joint transform.
         strict_labels: See :class:`SegmentationDataset`.
+        max_pixels: See :class:`SegmentationDataset`.
     """
 
     layout: ClassVar[Layout]
@@ -222,6 +228,7 @@ class BenchmarkDataset(SegmentationDataset):
         aug: bool = True,
         transform: JointTransform | None = None,
         strict_labels: bool = True,
+        max_pixels: int | None = None,
     ) -> None:
         lay = self.layout
         split = lay.default_split if split is None else split
@@ -258,6 +265,7 @@ class BenchmarkDataset(SegmentationDataset):
             reduce_zero_label=lay.reduce_zero_label,
             transform=transform,
             strict_labels=strict_labels,
+            max_pixels=max_pixels,
         )
         self.root = base
 
@@ -312,6 +320,7 @@ class FolderDataset(SegmentationDataset):
         split: Name of the subset, informative only.
         transform: Optional joint transform.
         strict_labels: See :class:`SegmentationDataset`.
+        max_pixels: See :class:`SegmentationDataset`.
     """
 
     def __init__(
@@ -325,6 +334,7 @@ class FolderDataset(SegmentationDataset):
         split: str = "val",
         transform: JointTransform | None = None,
         strict_labels: bool = True,
+        max_pixels: int | None = None,
     ) -> None:
         images_dir, labels_dir = Path(images_dir).expanduser(), Path(labels_dir).expanduser()
         names = read_class_names(Path(class_names_file).expanduser())
@@ -343,6 +353,7 @@ class FolderDataset(SegmentationDataset):
             reduce_zero_label=reduce_zero_label,
             transform=transform,
             strict_labels=strict_labels,
+            max_pixels=max_pixels,
         )
         self.root = images_dir.parent
 
@@ -395,7 +406,7 @@ def build_dataset(
         root: Dataset root folder.
         split: ``"train"`` or ``"val"``.
         transform: Optional joint ``transform(image, label)``.
-        **kwargs: Dataset options (``aug``, ``strict_labels``).
+        **kwargs: Dataset options (``aug``, ``strict_labels``, ``max_pixels``).
 
     Raises:
         ValueError: Unknown name; the message lists the valid ones.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,13 +143,15 @@ def train_and_score(
     """:func:`train_otseg`, then :func:`seen_names_only_miou`; the summary with ``miou_seen_names_only`` added.
 
     Runs in a worker process too (the ablation trains alongside the CLIP pre-training): ``threads`` sets the
-    process's torch threads.
+    process's torch threads. ``seconds`` in the summary is the wall time of the training and the score.
     """
     if threads:
         torch.set_num_threads(threads)
+    start = time.perf_counter()
     summary = train_otseg(out, model_file, clip_weights, iters, synthetic, progress)
     world_options = {k: v for k, v in synthetic.items() if k not in SYNTHETIC_COUNTS}
     world = SyntheticWorld(**world_options)
     model, _ = load_otseg(summary["model"], clip_weights=clip_weights)
     split = diagonal_split(world, synthetic.get("num_unseen"))
-    return {**summary, "miou_seen_names_only": seen_names_only_miou(model, world, split, seen_only_images)}
+    miou = seen_names_only_miou(model, world, split, seen_only_images)
+    return {**summary, "miou_seen_names_only": miou, "seconds": time.perf_counter() - start}

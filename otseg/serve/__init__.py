@@ -4,7 +4,7 @@ The model side (:mod:`~otseg.serve.session`, :mod:`~otseg.serve.views`, :mod:`~o
 Gradio; the page itself (:mod:`otseg.serve.app`) imports Gradio, the ``app`` extra, when it is built.
 """
 
-from otseg.serve.examples import Example, ade_examples, synthetic_examples
+from otseg.serve.examples import Example, folder_examples, synthetic_examples
 from otseg.serve.session import RequestError, Segmentation, SegmentationSession, ServeLimits, fit_image, read_upload
 from otseg.serve.views import ClassView, area_rows, class_view, legend_html
 
@@ -15,10 +15,10 @@ __all__ = [
     "Segmentation",
     "SegmentationSession",
     "ServeLimits",
-    "ade_examples",
     "area_rows",
     "class_view",
     "fit_image",
+    "folder_examples",
     "legend_html",
     "read_upload",
     "synthetic_examples",

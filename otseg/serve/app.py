@@ -1,6 +1,10 @@
 """The page of ``otseg serve``: Gradio Blocks around a :class:`~otseg.serve.session.SegmentationSession`.
 
-Gradio is an optional extra (``pip install 'otkit-otseg[app]'``), imported only here, by :func:`import_gradio`,
+The page's segmentation is also a named API endpoint, ``/segment`` (image file, class names and calibration in;
+the label map, the overlay and the area table out), for ``gradio_client``; it shares the page's limits and its
+queue (one concurrency group, ``model``, for the page's requests and the API's).
+
+Gradio is an optional extra (``pip install 'otseg[app]'``), imported only here, by :func:`import_gradio`,
 which first turns off everything in it that would reach the network (analytics, version checks, Hugging Face
 telemetry); the page's fonts and scripts come from the Gradio package itself.
 """
@@ -10,9 +14,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from otseg.serve.examples import Example
 from otseg.serve.session import RequestError, Segmentation, SegmentationSession, read_upload
@@ -21,8 +32,8 @@ from otseg.serve.views import area_rows, class_view, enlarge, largest_class, leg
 __all__ = ["GRADIO_MISSING", "build_app", "import_gradio", "launch"]
 
 GRADIO_MISSING = (
-    "otseg serve needs Gradio, an optional extra: pip install 'otkit-otseg[app]' (in a checkout: "
-    "pip install -e '.[app]', or make serve)."
+    "otseg serve needs Gradio, an optional extra: pip install 'otseg[app]' (in a checkout: "
+    "pip install -e ./otkit -e '.[app]', or make serve)."
 )
 
 OFFLINE_ENVIRONMENT = {
@@ -48,6 +59,18 @@ ABOUT = (
 )
 
 MAP_COLUMNS = 7
+
+MODEL_QUEUE = "model"
+"""Concurrency group of every request that runs the model (the page's and the API's): they wait in one queue."""
+
+CACHE_SECONDS = 3600
+"""Uploads and results older than this are deleted from the server's cache (checked as often), so a long-running
+server's disk stays bounded."""
+
+RESULT_SECONDS = 60
+"""A request's result images are removed from the page's own folder after this long (Gradio has its copy)."""
+
+SERVER_FAILED = "the server failed on this request (its log has the details); try another image."
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +117,32 @@ def _error(gr: ModuleType, message: str) -> tuple[Any, ...]:
     return status, None, "", [], gr.update(choices=[], value=None), [], [], "", None
 
 
+class ResultFiles:
+    """A folder of the page's own for the result images of requests, each written to a file of its own.
+
+    Gradio copies a returned file into its cache under a name of its content, written whole and never again;
+    a returned array it writes to that name at every request, so two requests with the same result (the same
+    image and class names, as in a load test) rewrite a file that a client may be downloading.
+    """
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="otseg-results-")
+        self.path = Path(self._folder.name)
+
+    def write(self, image: np.ndarray, name: str) -> str:
+        """Save ``image`` as ``<unique>-<name>.png`` and remove results older than :data:`RESULT_SECONDS`."""
+        now = time.time()
+        for old in self.path.glob("*.png"):
+            try:
+                if now - old.stat().st_mtime > RESULT_SECONDS:
+                    old.unlink()
+            except FileNotFoundError:  # removed by a request running beside this one
+                continue
+        path = self.path / f"{uuid.uuid4().hex}-{name}.png"
+        Image.fromarray(image).save(path)
+        return str(path)
+
+
 def build_app(session: SegmentationSession, examples: Sequence[Example], meta: dict[str, Any]) -> Any:
     """The page: image and class names in, overlay, legend, area table and per-prompt transport maps out.
 
@@ -107,6 +156,7 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
     """
     gr = import_gradio()
     limits = session.limits
+    results = ResultFiles()
     default_classes = ", ".join(session.model_classes)
 
     def upload(path: str | None) -> tuple[Any, Any]:
@@ -117,17 +167,22 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
         except RequestError as err:
             return None, gr.update(value=f"**Could not use the upload:** {err}", elem_classes=["otseg-error"])
 
-    def segment(path: str | None, text: str, calibrate: bool) -> tuple[Any, ...]:
+    def checked_segment(path: str | None, text: str | None, calibrate: bool) -> Segmentation:
+        """The request's checks and segmentation, as the page and the API run them."""
+        if path is None:
+            raise RequestError("no image: upload one or pick an example.")
+        names = limits.parse_classes(text)
+        return session.segment(read_upload(path, limits), names, calibrate=calibrate)
+
+    def show_segmentation(path: str | None, text: str, calibrate: bool) -> tuple[Any, ...]:
         try:
-            if path is None:
-                raise RequestError("no image: upload one or pick an example.")
-            names = limits.parse_classes(text)
-            seg = session.segment(read_upload(path, limits), names, calibrate=calibrate)
+            seg = checked_segment(path, text, calibrate)
         except ValueError as err:  # RequestError, and class lists the text encoder cannot take
             return _error(gr, str(err))
         except Exception:
             log.exception("request failed")
-            return _error(gr, "the server failed on this request (its log has the details); try another image.")
+            return _error(gr, SERVER_FAILED)
+        names = seg.class_names
         status = status_line(seg)
         unknown = session.unknown_words(names)
         if unknown:
@@ -135,7 +190,7 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
         chosen = largest_class(seg)
         return (
             gr.update(value=status, elem_classes=[]),
-            enlarge(seg.overlay()),
+            results.write(enlarge(seg.overlay()), "overlay"),
             legend_html(seg),
             area_rows(seg),
             gr.update(choices=list(seg.class_names), value=chosen),
@@ -146,7 +201,27 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
     def choose(name: str | None, seg: Segmentation | None) -> tuple[Any, ...]:
         return tuple(class_view(seg, name)) if seg is not None else ([], [], "")
 
-    with gr.Blocks(title="OTSeg: segment any image with any class names", analytics_enabled=False) as app:
+    def segment_api(image: str | None, classes: str, calibrate: bool) -> tuple[Any, ...]:
+        """Segment an image with class names (comma or new-line separated).
+
+        Returns the label map (a PNG whose pixel values index the class names), the overlay, and the area table
+        (class, in training, area %); a refused request raises an error with the page's message.
+        """
+        try:
+            seg = checked_segment(image, classes, calibrate)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception:
+            log.exception("request failed")
+            raise gr.Error(SERVER_FAILED, print_exception=False) from None
+        labels = results.write(seg.labels.astype(np.uint8), "labels")
+        return labels, results.write(seg.overlay(), "overlay"), area_rows(seg)
+
+    with gr.Blocks(
+        title="OTSeg: segment any image with any class names",
+        analytics_enabled=False,
+        delete_cache=(CACHE_SECONDS, CACHE_SECONDS),
+    ) as app:
         gr.Markdown(f"# OTSeg: segment any image with any class names\n{_model_line(session, meta)} {ABOUT}")
         state = gr.State(None)
         with gr.Row():
@@ -204,14 +279,28 @@ def build_app(session: SegmentationSession, examples: Sequence[Example], meta: d
             interactive=False,
             elem_id="otseg-prompts",
         )
+        with gr.Column(visible=False):  # the API's own inputs and outputs, not shown on the page
+            api_inputs = [
+                gr.File(label="image", file_types=["image"], type="filepath"),
+                gr.Textbox(label="classes", max_length=limits.max_classes * 90),
+                gr.Checkbox(label="calibrate", value=True),
+            ]
+            api_outputs = [
+                gr.Image(label="labels", format="png"),
+                gr.Image(label="overlay", format="png"),
+                gr.Dataframe(label="areas", headers=["class", "in training", "area %"]),
+            ]
+            api_run = gr.Button()
         # Only the model's requests queue one at a time; reading an upload or showing another class does not wait.
         file.upload(upload, inputs=file, outputs=[image, status], api_visibility="private", concurrency_limit=None)
         run.click(
-            segment,
+            show_segmentation,
             inputs=[image, classes, calibrate],
             outputs=[status, overlay, legend, table, chosen, maps, prompts, note, state],
             api_visibility="private",
+            concurrency_id=MODEL_QUEUE,
         )
+        api_run.click(segment_api, api_inputs, api_outputs, api_name="segment", concurrency_id=MODEL_QUEUE)
         chosen.input(
             choose,
             inputs=[chosen, state],
@@ -243,7 +332,7 @@ def launch(
         server_port=port,
         share=False,
         max_file_size=int(max_upload_mb * 2**20),
-        footer_links=[],
+        footer_links=["api"],  # "Use via API": the /segment endpoint and a gradio_client example
         ssr_mode=False,
         mcp_server=False,
         pwa=False,

@@ -1,7 +1,7 @@
-"""Example images for the page: the model's synthetic world, written at start-up, and real ADE20K photos.
+"""Example images for the page: the model's synthetic world, written at start-up, and a folder of the user's own.
 
-The ADE20K photos are the shared fixtures beside the repository (``../shared/fixtures/ade20k_sample``); they are
-read where they are, never copied into the repository, and simply left out when the folder is absent.
+The synthetic world's examples are built in; a folder of images (``otseg serve --examples DIR``) adds the user's
+own, read where they are. Nothing here reads files outside the package unless it is given their folder.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import numpy as np
 from PIL import Image
 
 from otseg.data.classes import ADE_CLASSES
-from otseg.data.readers import IMAGE_SUFFIXES, DataFileError, load_label
+from otseg.data.readers import IMAGE_SUFFIXES, DataFileError, load_label, read_class_names
 from otseg.data.sources import synthetic_sources
 
-__all__ = ["ADE_SAMPLE", "Example", "ade_examples", "synthetic_examples"]
-
-ADE_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ade20k_sample"
-"""The shared ADE20K sample beside the repository (absent in most installations)."""
+__all__ = ["Example", "folder_examples", "synthetic_examples"]
 
 ADE_CLASSES_PER_IMAGE = 6
 
@@ -64,20 +61,39 @@ def _classes_in(annotation: Path) -> list[str]:
     return [ADE_CLASSES[k] for k in order[:ADE_CLASSES_PER_IMAGE]]
 
 
-def ade_examples(root: Path = ADE_SAMPLE) -> list[Example]:
-    """The real ADE20K photos of ``root/images``, each offered with the classes its annotation shows most.
+def folder_examples(folder: str | Path, classes: str) -> list[Example]:
+    """The images of ``folder`` (or of ``folder/images`` when it has one), as examples of the page.
 
-    Returns an empty list when the folder is absent; an image without a readable annotation is offered with the
-    classes common to indoor and outdoor scenes.
+    Each image is offered with the first of: the ADE20K classes its annotation ``annotations/<stem>.png`` shows
+    most (ADE20K's layout, label ``k`` being class ``k - 1``), the names of ``classes.txt`` in the folder (one per
+    line), or ``classes``.
+
+    Args:
+        folder: A folder of images (``.png``, ``.jpg``, ...; other files are skipped).
+        classes: Class names offered with images that have neither (e.g. the model's own, comma-separated).
+
+    Returns:
+        The examples, in file-name order, labelled by their file names.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+        ValueError: it holds no images, or its ``classes.txt`` is not a class list.
     """
-    folder = root / "images"
-    if not folder.is_dir():
-        return []
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"examples folder {root} not found; give a folder of images (--examples DIR).")
+    images = root / "images" if (root / "images").is_dir() else root
+    paths = sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"examples folder {images} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    names_file = root / "classes.txt"
+    offered = ", ".join(read_class_names(names_file)) if names_file.is_file() else classes
     examples = []
-    for i, path in enumerate(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), 1):
+    for path in paths:
+        annotation = root / "annotations" / f"{path.stem}.png"
         try:
-            names = _classes_in(root / "annotations" / f"{path.stem}.png")
-        except (OSError, DataFileError):
-            names = ["wall", "floor", "sky", "tree", "person", "building"]
-        examples.append(Example(path, ", ".join(names), f"ADE20K photo {i}"))
+            names = ", ".join(_classes_in(annotation)) if annotation.is_file() else offered
+        except DataFileError:
+            names = offered
+        examples.append(Example(path, names, path.stem))
     return examples

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from otseg.data.classes import parse_class_names
-from otseg.data.readers import DataFileError, load_image
+from otseg.data.readers import DataFileError, ImageTooLargeError, load_image, open_image
 from otseg.modeling.segmentor import OTSeg
 from otseg.predictor import InferenceSettings, OTSegPredictor, resize_short_side
 from otseg.utils.plots import colour_palette, overlay
@@ -111,23 +110,23 @@ def read_upload(path: str | Path, limits: ServeLimits) -> np.ndarray:
             f"{name} is {megabytes:.1f} MiB; this server takes images up to {limits.max_upload_mb:g} MiB: "
             "upload a smaller file."
         )
-    unreadable = RequestError(f"{name} is not an image this server can read: upload a PNG, JPEG, WebP or BMP file.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
-        raise unreadable from None
+        with open_image(path, max_pixels=limits.max_pixels) as img:
+            width, height = img.size
+    except ImageTooLargeError as err:
+        size = f"{err.size[0]}x{err.size[1]} pixels" if err.size else f"{err.pixels / 1e6:.3g} megapixels"
+        raise RequestError(
+            f"{name} has {size}; this server takes at most {limits.max_pixels / 1e6:g} megapixels: "
+            "upload a smaller image."
+        ) from None
+    except DataFileError:
+        raise RequestError(
+            f"{name} is not an image this server can read: upload a PNG, JPEG, WebP or BMP file."
+        ) from None
     if min(width, height) < MIN_SIDE:
         raise RequestError(f"{name} is {width}x{height} pixels; upload an image of at least {MIN_SIDE}x{MIN_SIDE}.")
-    if width * height > limits.max_pixels:
-        raise RequestError(
-            f"{name} has {width}x{height} pixels; this server takes at most {limits.max_pixels / 1e6:g} megapixels: "
-            "upload a smaller image."
-        )
     try:
-        image = load_image(path)
+        image = load_image(path, limits.max_pixels)
     except DataFileError:
         raise RequestError(f"{name} is damaged or truncated: upload the image again or another one.") from None
     return fit_image(image.permute(1, 2, 0).numpy(), limits.max_side)

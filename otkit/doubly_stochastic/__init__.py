@@ -1,0 +1,14 @@
+"""Doubly-stochastic layers for training loops, with a fixed number of iterations.
+
+:func:`sinkhorn_knopp` (Sinkhorn-Knopp iterations, unrolled or implicit gradients), :func:`gumbel_sinkhorn` (its
+Gumbel-noise samples) and :func:`matching` (the hard maximising permutation, for evaluation).
+
+Modules: ``projection`` (the entry point and its checks), ``unrolled`` (the log-domain iterations and their
+reverse pass), ``gumbel`` and ``matching`` (the Hungarian method, batched).
+"""
+
+from otkit.doubly_stochastic.gumbel import gumbel_sinkhorn
+from otkit.doubly_stochastic.matching import matching
+from otkit.doubly_stochastic.projection import sinkhorn_knopp
+
+__all__ = ["gumbel_sinkhorn", "matching", "sinkhorn_knopp"]

@@ -1,0 +1,157 @@
+"""Minibatch OT couplings: exact against POT's network simplex, entropic against otkit.sinkhorn and torchcfm."""
+
+from __future__ import annotations
+
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.stats import chisquare
+
+import otkit
+from otkit.couplings import Coupling, OTPlanSampler, linear_assignment, plan
+
+torchcfm_ot = pytest.importorskip("torchcfm.optimal_transport")
+
+
+def _clouds(seed: int, n: int, m: int, d: int = 2, groups: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(*groups, n, d, generator=gen, dtype=torch.float64)
+    x1 = torch.randn(*groups, m, d, generator=gen, dtype=torch.float64) * 0.5 + 1.0
+    return x0, x1
+
+
+def _emd_value(cost: torch.Tensor) -> float:
+    c = cost.double().numpy()
+    return float(ot.emd2(ot.unif(c.shape[0]), ot.unif(c.shape[1]), c))
+
+
+@pytest.mark.parametrize(("seed", "n", "d"), [(0, 1, 2), (1, 7, 2), (2, 64, 2), (3, 40, 30), (4, 128, 3)])
+def test_exact_assignment_reaches_the_emd_optimum(seed, n, d):
+    x0, x1 = _clouds(seed, n, n, d)
+    res = plan(x0, x1, "exact")
+    assert sorted(res.assignment.tolist()) == list(range(n))
+    torch.testing.assert_close(res.plan.sum(-1), torch.full((n,), 1.0 / n, dtype=torch.float64))
+    torch.testing.assert_close(res.plan.sum(-2), torch.full((n,), 1.0 / n, dtype=torch.float64))
+    assert float(res.value) == pytest.approx(_emd_value(res.cost), rel=1e-6, abs=1e-12)
+
+
+def test_exact_assignment_on_integer_costs_with_ties_is_optimal():
+    gen = torch.Generator().manual_seed(5)
+    cost = torch.randint(0, 4, (6, 12, 12), generator=gen).double()  # many tied optima
+    sigma = linear_assignment(cost)
+    for c, s in zip(cost, sigma, strict=True):
+        assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(12 * _emd_value(c), abs=1e-9)
+
+
+@pytest.mark.parametrize(("n", "m"), [(6, 4), (5, 3), (12, 8)])
+def test_exact_lp_plan_of_unequal_batches_is_an_optimal_transport_plan(n, m):
+    x0, x1 = _clouds(n + m, n, m)
+    res = plan(x0, x1, "exact")
+    assert res.assignment is None
+    torch.testing.assert_close(res.plan.sum(-1), torch.full((n,), 1.0 / n, dtype=torch.float64))
+    torch.testing.assert_close(res.plan.sum(-2), torch.full((m,), 1.0 / m, dtype=torch.float64))
+    assert float(res.value) == pytest.approx(_emd_value(res.cost), rel=1e-6)
+
+
+def test_group_dims_solve_each_minibatch_like_a_single_call():
+    x0, x1 = _clouds(6, 16, 16, groups=(3, 2))
+    grouped = plan(x0, x1, "exact", group_dims=2)
+    assert grouped.plan.shape == (3, 2, 16, 16) and grouped.assignment.shape == (3, 2, 16)
+    for g in range(3):
+        for h in range(2):
+            single = plan(x0[g, h], x1[g, h], "exact")
+            assert float(grouped.value[g, h]) == pytest.approx(float(single.value), rel=1e-9)
+            assert float(grouped.value[g, h]) == pytest.approx(_emd_value(single.cost), rel=1e-6)
+    entropic = plan(x0, x1, "sinkhorn", eps=1.0, group_dims=2)
+    torch.testing.assert_close(entropic.plan[1, 0], plan(x0[1, 0], x1[1, 0], "sinkhorn", eps=1.0).plan)
+
+
+def test_images_are_flattened_for_the_cost():
+    gen = torch.Generator().manual_seed(7)
+    x0, x1 = torch.randn(10, 3, 4, 4, generator=gen), torch.randn(10, 3, 4, 4, generator=gen)
+    res = plan(x0, x1)
+    torch.testing.assert_close(res.cost, torch.cdist(x0.flatten(1), x1.flatten(1)) ** 2, rtol=1e-4, atol=1e-4)
+    a, b = OTPlanSampler("exact").sample_plan(x0, x1)
+    assert a.shape == x0.shape and b.shape == x1.shape
+
+
+def test_entropic_plan_equals_otkit_sinkhorn_and_torchcfm():
+    x0, x1 = _clouds(8, 24, 24)
+    ours = OTPlanSampler("sinkhorn", reg=0.05, normalize_cost=True, tol=1e-9, max_iter=5000)
+    cost = torch.cdist(x0, x1) ** 2
+    reference = otkit.sinkhorn(cost / cost.max(), eps=0.05, tol=1e-9, max_iter=5000).plan
+    torch.testing.assert_close(ours.get_map(x0, x1), reference, rtol=1e-6, atol=1e-9)
+    theirs = torchcfm_ot.OTPlanSampler("sinkhorn", reg=0.05, normalize_cost=True)
+    np.testing.assert_allclose(ours.get_map(x0, x1).numpy(), theirs.get_map(x0, x1), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["unbalanced", "partial"])
+def test_unbalanced_and_partial_match_torchcfm(method):
+    x0, x1 = _clouds(9, 20, 20)
+    ours = OTPlanSampler(method, reg=0.1, reg_m=0.5, normalize_cost=True, tol=1e-10, max_iter=5000).get_map(x0, x1)
+    theirs = torchcfm_ot.OTPlanSampler(method, reg=0.1, reg_m=0.5, normalize_cost=True).get_map(x0, x1)
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-3, atol=1e-7)
+
+
+def test_sampled_pairs_follow_the_plan():
+    x0, x1 = _clouds(10, 4, 5)
+    coupling = plan(x0, x1, "sinkhorn", eps=2.0)
+    gen = torch.Generator().manual_seed(0)
+    draws = 40000
+    i, j = coupling.sample(draws, generator=gen)
+    counts = torch.bincount(i * 5 + j, minlength=20).double()
+    expected = coupling.plan.flatten() * draws
+    assert chisquare(counts.numpy(), expected.numpy() * draws / expected.sum().item()).pvalue > 1e-3
+    exact = plan(*_clouds(11, 6, 6), "exact")
+    i, j = exact.sample(6000, generator=gen)
+    assert torch.equal(j, exact.assignment[i])
+    assert chisquare(torch.bincount(i, minlength=6).numpy()).pvalue > 1e-3
+    i, j = exact.sample(6, replace=False, generator=gen)
+    assert sorted(i.tolist()) == list(range(6))
+
+
+def test_sampler_methods_return_tensors_on_the_inputs_device():
+    x0, x1 = _clouds(12, 16, 16)
+    y0, y1 = torch.arange(16), torch.arange(16) + 100
+    sampler = OTPlanSampler("exact")
+    pi = sampler.get_map(x0, x1)
+    assert isinstance(pi, torch.Tensor) and pi.shape == (16, 16)
+    i, j = sampler.sample_map(pi, 16, replace=False)
+    assert torch.equal(pi[i, j] > 0, torch.ones(16, dtype=torch.bool))
+    a, b, la, lb = sampler.sample_plan_with_labels(x0, x1, y0, y1)
+    assert torch.equal(a, x0[la]) and torch.equal(b, x1[lb - 100])
+    assert sampler.sample_plan_with_labels(x0, x1)[2:] == (None, None)
+    traj = sampler.sample_trajectory(torch.stack([x0, x1, x0 + 1.0], dim=1))
+    assert traj.shape == (16, 3, 2)
+    cost = ((traj[:, 0] - traj[:, 1]) ** 2).sum(-1).mean()
+    assert float(cost) == pytest.approx(_emd_value(torch.cdist(x0, x1) ** 2), rel=1e-6)
+
+
+def test_bad_input_raises_with_a_message():
+    x0, x1 = _clouds(13, 8, 8)
+    with pytest.raises(ValueError, match="Unknown method"):
+        OTPlanSampler("greedy")
+    with pytest.raises(ValueError, match="reg"):
+        OTPlanSampler("sinkhorn", reg=0.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        plan(x0, x1, "emd")
+    with pytest.raises(ValueError, match="same shape"):
+        plan(x0, x1[:, :1])
+    with pytest.raises(ValueError, match="group dims"):
+        plan(x0[None], x1[None].expand(2, 8, 2), group_dims=1)
+    with pytest.raises(ValueError, match="NaN"):
+        plan(x0.clone().fill_(float("nan")), x1)
+    with pytest.raises(ValueError, match="lcm"):
+        plan(torch.randn(4099, 2), torch.randn(4097, 2))
+    with pytest.raises(ValueError, match="unbalanced"):
+        plan(x0, x1, "sinkhorn", rho_a=1.0)
+    with pytest.raises(ValueError, match="square"):
+        linear_assignment(torch.rand(3, 4))
+    with pytest.raises(ValueError, match="batch_size"):
+        plan(x0, x1).sample(0)
+    with pytest.raises(ValueError, match="without replacement"):
+        plan(x0, x1).sample(9, replace=False)
+    with pytest.raises(ValueError, match="pi must be"):
+        OTPlanSampler("exact").sample_map(torch.zeros(3, 3), 2)
+    assert isinstance(plan(x0, x1), Coupling)
