@@ -10,8 +10,10 @@ the site here would take a minute; the build itself fails on a missing name.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -33,6 +35,18 @@ def _load(path: Path, name: str):
 
 
 check_site = _load(DOCS / "check_site.py", "check_site")
+PAGES = sorted(DOCS.glob("*.md")) + sorted((DOCS / "otkit").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_otkit_examples_of_the_pages_run(page):
+    """The ``python`` blocks of the site's pages run, warnings as errors (those that need otseg's model files
+    are left out: the predictor's docstring example runs in test_doctests.py)."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S) if "otseg" not in b]
+    for block in blocks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            exec(compile("import torch, otkit\n" + block, str(page), "exec"), {})
 
 
 @pytest.mark.parametrize("package", [otkit, otseg], ids=["otkit", "otseg"])
