@@ -51,7 +51,7 @@ test: $(VENV)/.installed-dev
 # cross-reference resolved (-n); the notebooks run during the build, their outputs cached by content in
 # docs/_build/.jupyter_cache, so a rebuild reruns only a notebook whose code changed.
 docs: $(VENV)/.installed-docs
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m sphinx -b html -n -W --keep-going docs docs/_build/html
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m sphinx -b html -n -W --keep-going -j auto docs docs/_build/html
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
