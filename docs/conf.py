@@ -111,8 +111,5 @@ def copy_notebooks(app) -> None:
 
 
 def setup(app) -> None:
-    """Bring the notebooks in before the sources are read; let the sources be read in parallel (make docs -j)."""
+    """Bring the notebooks in before the sources are read."""
     app.connect("builder-inited", copy_notebooks, priority=100)
-    # sphinx-mathjax-offline only sets mathjax_path and copies its files when the build has finished: safe to run
-    # beside parallel readers, though it does not say so (Sphinx would then read serially, and warn).
-    app.extensions["sphinx-mathjax-offline"].parallel_read_safe = True
