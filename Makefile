@@ -49,9 +49,10 @@ test: $(VENV)/.installed-dev
 
 # The site builds offline (MathJax and search are served with it), with warnings as errors (-W) and every
 # cross-reference resolved (-n); the notebooks run during the build, their outputs cached by content in
-# docs/_build/.jupyter_cache, so a rebuild reruns only a notebook whose code changed.
+# docs/_build/.jupyter_cache, so a rebuild reruns only a notebook whose code changed. One thread per process, as
+# for the tests: on a shared 2-core machine a two-thread notebook waits for its descheduled thread.
 docs: $(VENV)/.installed-docs
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m sphinx -b html -n -W --keep-going docs docs/_build/html
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(BIN)/python -m sphinx -b html -n -W --keep-going docs docs/_build/html
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

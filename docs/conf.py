@@ -90,6 +90,9 @@ html_theme = "furo"
 html_title = f"otkit + otseg {release}"
 html_static_path: list[str] = []
 html_copy_source = False
+# The search page would fetch every result page for a summary, which browsers refuse for file:// pages (the site
+# is opened from docs/_build/html): results are listed by title.
+html_show_search_summary = False
 exclude_patterns = ["_build", "README.md"]
 
 

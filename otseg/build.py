@@ -63,6 +63,12 @@ def build_otseg(
 
     Raises:
         ValueError: no ``clip_weights`` and not ``allow_random_clip``; weights that do not fit.
+
+    Example:
+        >>> import otseg
+        >>> model = otseg.build_otseg("otseg-tiny", allow_random_clip=True)  # a tiny model, random CLIP (tests)
+        >>> type(model).__name__, model.config.name
+        ('OTSeg', 'otseg-tiny')
     """
     cfg = config if isinstance(config, ModelConfig) else get_model_config(config)
     if clip_weights is None and not allow_random_clip:
@@ -156,6 +162,12 @@ def load_otseg(
 
     Raises:
         FileNotFoundError, ValueError (:class:`~otseg.checkpoint.CheckpointError`): with the file and the fix.
+
+    Example:
+        >>> import otseg
+        >>> model, meta = otseg.load_otseg("otseg-tiny", allow_random_clip=True)  # a preset; or a model file
+        >>> type(model).__name__, meta
+        ('OTSeg', {})
     """
     overrides = overrides or {}
     path = None if isinstance(source, ModelConfig) else Path(source)
@@ -192,7 +204,13 @@ def load_otseg(
 
 
 def build_otseg_vit_b16(clip_weights: str | Path | None = None, **kwargs: Any) -> OTSeg:
-    """OTSeg with CLIP ViT-B/16 at 512x512, 10 prompt tokens, 6 templates (PASCAL VOC)."""
+    """OTSeg with CLIP ViT-B/16 at 512x512, 10 prompt tokens, 6 templates (PASCAL VOC).
+
+    Example:
+        >>> import otseg
+        >>> otseg.otseg_model_registry["default"] is otseg.build_otseg_vit_b16  # build_otseg("otseg-vit-b16", ...)
+        True
+    """
     return build_otseg("otseg-vit-b16", clip_weights=clip_weights, **kwargs)
 
 

@@ -60,6 +60,16 @@ def save_model(
 
     Returns:
         The path written.
+
+    Example:
+        >>> import tempfile, pathlib, otseg
+        >>> model = otseg.build_otseg("otseg-tiny", allow_random_clip=True)
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = otseg.save_model(model, pathlib.Path(folder.name) / "model.safetensors", meta={"classes": ["cat"]})
+        >>> config, meta, trainable_only = otseg.read_model_metadata(path)
+        >>> config.name, meta, trainable_only
+        ('otseg-tiny', {'classes': ['cat']}, False)
+        >>> folder.cleanup()
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -81,7 +91,18 @@ def save_model(
 
 
 def read_model_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any], bool]:
-    """``(config, meta, trainable_only)`` of one of our model files, without reading the tensors."""
+    """``(config, meta, trainable_only)`` of one of our model files, without reading the tensors.
+
+    Example:
+        >>> import tempfile, pathlib, otseg
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> model = otseg.build_otseg("otseg-tiny", allow_random_clip=True)
+        >>> path = otseg.save_model(model, pathlib.Path(folder.name) / "m.safetensors", trainable_only=True)
+        >>> config, meta, trainable_only = otseg.read_model_metadata(path)  # the tensors are not read
+        >>> config.name, trainable_only
+        ('otseg-tiny', True)
+        >>> folder.cleanup()
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found.")

@@ -203,12 +203,25 @@ class ModelConfig:
 
 
 def list_models() -> list[str]:
-    """Names of the model presets."""
+    """Names of the model presets.
+
+    Example:
+        >>> import otseg
+        >>> [name for name in otseg.list_models() if name.startswith("otseg-vit")]  # and otseg-tiny, the tests'
+        ['otseg-vit-b16', 'otseg-vit-b16-coco', 'otseg-vit-b16-context']
+    """
     return list_presets("models")
 
 
 def get_model_config(name_or_path: str | Path) -> ModelConfig:
-    """A model preset by name (see :mod:`otseg.presets`), or a JSON file by path."""
+    """A model preset by name (see :mod:`otseg.presets`), or a JSON file by path.
+
+    Example:
+        >>> import otseg
+        >>> config = otseg.get_model_config("otseg-vit-b16")
+        >>> config.clip, config.image_size, config.num_prompts, config.sinkhorn.eps
+        ('ViT-B-16', 512, 6, 0.05)
+    """
     name = str(name_or_path)
     if name in list_models():
         values = load_preset("models", name)

@@ -48,7 +48,13 @@ def read_json_file(path: str | Path, what: str = "config") -> dict[str, Any]:
 
 
 def list_presets(kind: str) -> list[str]:
-    """Names of the presets of ``kind`` (``"models"``, ``"train"`` or ``"eval"``)."""
+    """Names of the presets of ``kind`` (``"models"``, ``"train"`` or ``"eval"``).
+
+    Example:
+        >>> import otseg
+        >>> {"ade", "coco-stuff", "context", "voc"} <= set(otseg.list_presets("eval"))  # the shipped test settings
+        True
+    """
     return sorted(_presets(kind))
 
 
@@ -57,6 +63,12 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
 
     Raises:
         ValueError: unknown name (the message lists the known ones) or an unreadable file.
+
+    Example:
+        >>> import otseg
+        >>> preset = otseg.load_preset("train", "voc-inductive")
+        >>> preset["model"], preset["iters"]
+        ('otseg-vit-b16', 20000)
     """
     presets = _presets(kind)
     if name not in presets:

@@ -1,4 +1,5 @@
-"""Every example of a public docstring runs: the names of ``otkit.__all__`` and ``otseg.__all__``, their methods.
+"""Every example of a public docstring runs: the names of ``otkit.__all__`` and ``otseg.__all__`` (and of a public
+module's ``__all__``), their methods.
 
 The examples are what the API reference shows (docs/), so a failing one is a broken page. Data (constants,
 registries) has no docstring of its own and is left out; classes are searched with their own methods and
@@ -23,11 +24,13 @@ def public_doctests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder(recurse=True, exclude_empty=True)
     found = []
     for package in (otkit, otseg):
-        for name in package.__all__:
-            obj = getattr(package, name)
-            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-                continue
-            found += finder.find(obj, f"{package.__name__}.{name}", module=False, globs={})
+        names = [(f"{package.__name__}.{name}", getattr(package, name)) for name in package.__all__]
+        for qualified, obj in list(names):  # a public module's own public names (otkit.couplings)
+            if inspect.ismodule(obj):
+                names += [(f"{qualified}.{name}", getattr(obj, name)) for name in obj.__all__]
+        for qualified, obj in names:
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                found += finder.find(obj, qualified, module=False, globs={})
     return sorted((test for test in found if test.examples), key=lambda test: test.name)
 
 

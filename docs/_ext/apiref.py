@@ -71,8 +71,11 @@ def _undocumented(target: str, where: str) -> ExtensionError:
 
 def _entry(target: str, obj: object, members: list[str] | None = None) -> list[str]:
     """The directive documenting ``obj`` under the dotted name ``target``."""
-    if inspect.ismodule(obj):
-        return [f".. automodule:: {target}", ""]
+    if inspect.ismodule(obj):  # its docstring, then (a public module) each name of its __all__, by these rules
+        lines = [f".. automodule:: {target}", ""]
+        for name in getattr(obj, "__all__", []) if members is None else members:
+            lines += _entry(f"{target}.{name}", getattr(obj, name))
+        return lines
     if inspect.isclass(obj) or callable(obj):
         own_doc = inspect.getdoc(obj) if inspect.isclass(obj) else obj.__doc__
         if not own_doc or (inspect.isclass(obj) and own_doc == inspect.getdoc(obj.__mro__[1])):

@@ -3,7 +3,8 @@
 ``.. benchmark-table:: FILE`` renders the rows of one results file (optionally one ``:suite:``) with the command
 that produced them (``:command:``, or the file's own ``command`` entry) and the machine recorded in its
 ``environment``. ``.. benchmark-others::`` renders every results file that no ``benchmark-table`` of the page
-named, so a new benchmark appears on the site without an edit here.
+named, so a new benchmark appears on the site without an edit here (its command: the file's ``command`` entry, or
+``benchmarks/<stem>_bench.py``, the script whose default output ``<stem>_<device>.json`` is).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _number(value: Any) -> str:
 def machine(environment: dict[str, Any]) -> str:
     """One line naming the machine and software a results file was measured on."""
     device = environment.get("device_name") or f"{environment.get('processor', '?')} {environment.get('device', '')}"
+    device = device.replace(" cpu", " CPU")
     parts = [device.strip(), f"{environment.get('threads', '?')} thread(s)", f"torch {environment.get('torch')}"]
     for key, label in (("ot", "POT"), ("geomloss", "geomloss")):
         if environment.get(key):
@@ -49,6 +51,17 @@ def read_results(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "environment" not in data:
         raise ValueError(f"benchmark results {path.name}: expected an object with 'environment' and 'rows'")
     return data
+
+
+def guess_command(path: Path, environment: dict[str, Any]) -> str | None:
+    """The script that writes ``path`` by default: ``benchmarks/<stem>_bench.py`` for ``<stem>_<device>.json``."""
+    parts = path.stem.split("_")
+    for end in range(len(parts) - 1, 0, -1):
+        script = path.parent.parent / f"{'_'.join(parts[:end])}_bench.py"
+        if script.is_file():
+            threads = environment.get("OMP_NUM_THREADS")
+            return ("" if threads is None else f"OMP_NUM_THREADS={threads} ") + f"python benchmarks/{script.name}"
+    return None
 
 
 def _paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
@@ -89,7 +102,10 @@ def table_nodes(
     source += nodes.Text(". Command: ")
     source += nodes.literal(text=command) if command else nodes.Text("see benchmarks/README.md")
     source += nodes.Text(f". Machine: {machine(data['environment'])}.")
-    header = ["problem", "mode", "method", "ms", "speed-up vs reference", "reference", *extras]
+    references = {str(row.get("reference", "")) for row in rows}
+    shared = references.pop() if len(references) == 1 else None
+    header = ["problem", "mode", "method", "ms", f"speed-up vs {shared}" if shared else "speed-up", "reference"]
+    header = [*header[:5], *([] if shared is not None else header[5:]), *[key.replace("_", " ") for key in extras]]
     cells = []
     for row in rows:
         extra = row.get("extra") or {}
@@ -102,7 +118,7 @@ def table_nodes(
                 str(row.get("method", "")),
                 _number(row.get("ms")),
                 "-" if ratio is None else f"{ratio:.2f}x",
-                str(row.get("reference", "")),
+                *([] if shared is not None else [str(row.get("reference", ""))]),
                 *[_number(extra.get(key)) for key in extras],
             ]
         )
@@ -146,7 +162,9 @@ class BenchmarkOthers(SphinxDirective):
                 continue
             self.env.note_dependency(str(path))
             try:
-                found += [nodes.rubric(text=path.name), *table_nodes(path.name, read_results(path), None, None, [])]
+                data = read_results(path)
+                command = data.get("command") or guess_command(path, data["environment"])
+                found += [nodes.rubric(text=path.name), *table_nodes(path.name, data, None, command, [])]
             except ValueError as exc:
                 raise self.error(str(exc)) from exc
         return found or [_paragraph("Every results file is shown above.")]

@@ -18,8 +18,10 @@ from otkit.options import SinkhornOptions, SinkhornSettings, Unpack
 __all__ = ["LP_MAX_SIZE", "METHODS", "Method", "plan", "squared_distances"]
 
 Method = Literal["exact", "sinkhorn", "unbalanced", "partial"]
+#: The coupling methods of :func:`plan`.
 METHODS = ("exact", "sinkhorn", "unbalanced", "partial")
-LP_MAX_SIZE = 8192  # largest lcm(n, m) the exact LP of unequal batches expands to
+#: The largest ``lcm(n, m)`` the exact LP of unequal batches expands to.
+LP_MAX_SIZE = 8192
 
 
 def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:

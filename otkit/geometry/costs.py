@@ -125,6 +125,15 @@ def pairwise_cost(x: Tensor, y: Tensor, cost: Cost = "sqeuclidean") -> Tensor:
 
     Raises:
         ValueError: for NaN/Inf points, mismatched dims or an unknown cost.
+
+    Example:
+        >>> import torch, otkit
+        >>> x, y = torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        >>> otkit.pairwise_cost(x, y).round(decimals=4)  # |x - y|^2
+        tensor([[1.],
+                [2.]])
+        >>> otkit.pairwise_cost(x, y, "euclidean").squeeze(-1)
+        tensor([1.0000, 1.4142])
     """
     x, y = check_points(x, y, cost)
     return _dense(x, y, cost)
