@@ -80,6 +80,13 @@ def folder_examples(folder: str | Path, classes: str, max_pixels: int | None = N
         FileNotFoundError: ``folder`` is not a folder.
         ValueError: it holds no images, one of them is not an image or is over ``max_pixels``
             (:class:`~otseg.data.readers.DataFileError`), or its ``classes.txt`` is not a class list.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> Image.new("RGB", (32, 32)).save(folder / "street.png")
+        >>> [(e.label, e.classes) for e in folder_examples(folder, "road, car")]
+        [('street', 'road, car')]
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
