@@ -72,7 +72,7 @@ def _undocumented(target: str, where: str) -> ExtensionError:
 def _entry(target: str, obj: object, members: list[str] | None = None) -> list[str]:
     """The directive documenting ``obj`` under the dotted name ``target``."""
     if inspect.ismodule(obj):  # its docstring, then (a public module) each name of its __all__, by these rules
-        lines = [f".. automodule:: {target}", ""]
+        lines = [f".. rubric:: Module ``{target}``", "", f".. automodule:: {target}", ""]
         for name in getattr(obj, "__all__", []) if members is None else members:
             lines += _entry(f"{target}.{name}", getattr(obj, name))
         return lines
@@ -140,6 +140,11 @@ def signature_classes(obj: object, package: str) -> set[type]:
 
 
 def _resolve(path: str) -> object:
+    parent, _, name = path.rpartition(".")
+    try:  # the attribute first: otseg.engine.evaluate is the function the package exports, not its module
+        return getattr(importlib.import_module(parent), name)
+    except (ImportError, AttributeError, ValueError):
+        pass
     try:
         return pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError) as exc:
