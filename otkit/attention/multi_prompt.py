@@ -30,6 +30,14 @@ class MultiPromptTransport:
 
     Compatibility: otkit 0.1 returned a named tuple; unpacking ``plan, score, similarity, result = ...`` and
     indexing still work, with a ``FutureWarning`` the first time.
+
+    Example:
+        >>> import torch, otkit
+        >>> mpt = otkit.multi_prompt_transport(torch.randn(2, 64, 16), torch.randn(3, 4, 16), eps=0.05)
+        >>> mpt.plan.shape, mpt.score.shape  # (B, K, M, N), (B, K, M)
+        (torch.Size([2, 3, 64, 4]), torch.Size([2, 3, 64]))
+        >>> mpt.plan[0, 0].sum(0)  # every prompt takes 1/N of the mass
+        tensor([0.2500, 0.2500, 0.2500, 0.2500])
     """
 
     plan: Tensor = field(repr=False)

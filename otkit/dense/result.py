@@ -33,6 +33,15 @@ class SinkhornResult(Solution):
             triton backend keeps the last check only (``n_checks = 1``).
         domain: ``"log"`` or ``"kernel"``, the domain the iterations ran in.
         backend: ``"torch"`` (PyTorch loops) or ``"triton"`` (the fused GPU kernel), where they ran.
+
+    Example:
+        >>> import torch, otkit
+        >>> res = otkit.sinkhorn(torch.rand(3, 20, 5), eps=0.1)  # three problems of 20 x 5
+        >>> res.f.shape, res.g.shape, res.plan.shape, res.value.shape
+        (torch.Size([3, 20]), torch.Size([3, 5]), torch.Size([3, 20, 5]), torch.Size([3]))
+        >>> rows, cols = res.marginals()  # 1/20 and 1/5 each, to tol
+        >>> bool(res.converged.all()), round(float(rows.sum(-1).max()), 4)
+        (True, 1.0)
     """
 
     cost: Tensor = field(repr=False)

@@ -39,6 +39,14 @@ class PointCloudResult(Solution):
         n_iter: Iterations run, annealing included.
         errors: ``(n_checks, *batch)`` stopping errors at the checks at the target eps.
         storage: ``"dense"`` or ``"streaming"``.
+
+    Example:
+        >>> import torch, otkit
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(100, 2, generator=gen), torch.rand(80, 2, generator=gen)
+        >>> res = otkit.sinkhorn_points(x, y, eps=0.05)
+        >>> res.apply(torch.ones(80)).shape, res.barycentric_map().shape  # P 1 and where each x_i is sent
+        (torch.Size([100]), torch.Size([100, 2]))
     """
 
     value: Tensor
@@ -159,6 +167,14 @@ class DivergenceResult:
     Compatibility: otkit 0.1 returned the value tensor itself. Arithmetic, torch functions and tensor methods on
     a result (``loss.backward()``, ``loss + 1``, ``torch.stack([loss])``) still act on :attr:`value`, with a
     ``FutureWarning`` the first time.
+
+    Example:
+        >>> import torch, otkit
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(100, 2, generator=gen), torch.rand(80, 2, generator=gen)
+        >>> div = otkit.sinkhorn_divergence(x, y, eps=0.05)
+        >>> len(div.solves), bool(div.converged), bool(div.value > 0)  # ot_xy, ot_xx, ot_yy
+        (3, True, True)
     """
 
     value: Tensor
