@@ -64,8 +64,8 @@ class FreeSupportBarycenterResult:
         weights: ``(*batch, m)`` its weights (fixed during the iterations).
         options: The :class:`~otkit.SinkhornOptions` of the inner point-cloud solves.
         n_iter: Outer iterations run (each: one solve per input, then the barycentric update of the points).
-        displacements: ``(n_iter, *batch)`` the mean squared displacement of the points at each outer
-            iteration, ``sum_i w_i |x_i^new - x_i|^2 / sum_i w_i``.
+        displacements: ``(n_iter, *batch)`` the relative mean squared displacement of the points at each outer
+            iteration, ``sum_i beta_i |x_i^new - x_i|^2 / sum_i beta_i |x_i^new - mean|^2``.
         tol: The tolerance the last displacement was compared with.
     """
 
