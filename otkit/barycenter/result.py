@@ -25,8 +25,9 @@ class BarycenterResult:
         debiased: Whether the debiased barycenter (Janati et al. 2020) was computed.
         n_iter: Iterations run (one iteration projects on both constraints of every input).
         errors: ``(n_checks, *batch)`` the stopping errors, ``sum_k w_k |P_k^T 1 - b|_1 / |b|_1``, at each check.
-        method: How the kernel was applied: ``"shifted"`` (max-shifted products, exact to rounding) or
-            ``"lse"`` (log-sum-exp terms, for kernels beyond float64's range).
+        method: How the kernel was applied: ``"shifted"`` (max-shifted products, exact to rounding),
+            ``"blocked"`` (grids: shifted products over blocks of pixels, combined by a log-sum-exp) or ``"lse"``
+            (log-sum-exp terms, for kernels beyond float64's range).
     """
 
     barycenter: Tensor
