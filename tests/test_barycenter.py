@@ -274,3 +274,17 @@ def test_free_support_bad_inputs_raise():
         otkit.free_support_barycenter(clouds[:1], [None, None], eps=0.01, init=init)
     with pytest.raises(ValueError, match="non-empty list"):
         otkit.free_support_barycenter(clouds[0], eps=0.01, init=init)
+
+
+def test_results_are_frozen(line):
+    t, cost = line
+    hists = _bumps(t, (0.2, 0.8))
+    clouds, init = _grid_clouds()
+    results = [
+        otkit.sinkhorn_barycenter(hists, cost, eps=0.01),
+        otkit.convolutional_barycenter(_squares(2, 16), eps=0.01),
+        otkit.free_support_barycenter(clouds, eps=1e-3, init=init),
+    ]
+    for res in results:
+        with pytest.raises(AttributeError):
+            res.n_iter = 0
