@@ -9,6 +9,9 @@ import pytest
 import torch
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# POT would import jax (installed for the ott-jax references) on `import ot` for a backend no test uses: 1.4 s of
+# CPU per process. The ott-jax tests import jax themselves.
+os.environ.setdefault("POT_BACKEND_DISABLE_JAX", "1")
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 

@@ -58,7 +58,7 @@ class BarycenterResult:
 
 @dataclass(frozen=True)
 class FreeSupportBarycenterResult:
-    """A free-support barycenter of point clouds (``otkit.free_support_barycenter``).
+    """A free-support barycenter of point clouds (:func:`~otkit.free_support_barycenter`).
 
     Attributes:
         points: ``(*batch, m, d)`` the barycenter's support.
