@@ -1,6 +1,10 @@
 """Exact linear assignment on batches of square costs: the auction algorithm with epsilon-scaling, in torch.
 
-The solver (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
+This is otkit's one assignment solver (``otkit.matching`` calls it too). :func:`linear_assignment` picks the
+method by size: sides up to :data:`HUNGARIAN_MAX_SIDE` go to the Hungarian method
+(:mod:`otkit.couplings.hungarian`, exact, each search step batched), larger ones to the auction, below.
+
+The auction (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
 unassigned row ``i`` finds its best column ``j1`` and second best ``j2`` by the value ``-C_ij - p_j`` and bids the
 price ``p_j1 + (v1 - v2) + eps``; each column goes to its highest bidder (the Jacobi form: all rows of all
 problems bid at once, a few tensor operations per round). Once at most :data:`SERIAL_BIDDERS` rows are free, they
@@ -22,10 +26,12 @@ import torch
 from torch import Tensor
 
 from otkit._checks import check_cost
+from otkit.couplings.hungarian import hungarian
 
-__all__ = ["ASSIGNMENT_TOL", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
+__all__ = ["ASSIGNMENT_TOL", "HUNGARIAN_MAX_SIDE", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
 
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
+HUNGARIAN_MAX_SIDE = 16  # sides up to this use the Hungarian method (faster there, measured), larger the auction
 SCALING = 8.0  # eps is divided by this between phases
 SERIAL_BIDDERS = 16  # at most this many unassigned rows bid one at a time (Gauss-Seidel), without batched rounds
 
@@ -36,13 +42,14 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
     .. math::
         \sigma^\star \in \arg\min_{\sigma \in S_n} \sum_{i=1}^n C_{i\sigma(i)}
 
-    solved by the auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's
-    cost is within ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the
-    final prices), which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs.
+    solved for ``n <= HUNGARIAN_MAX_SIDE`` (16) by the Hungarian method (exact in float64), otherwise by the
+    auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost is within
+    ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final prices),
+    which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs.
 
     Args:
         cost: ``(..., n, n)`` costs; leading dims are independent problems. Computed in float64.
-        tol: Duality-gap tolerance per row, relative to each problem's cost range (> 0).
+        tol: The auction's duality-gap tolerance per row, relative to each problem's cost range (> 0).
 
     Returns:
         ``(..., n)`` int64 tensor: ``sigma[..., i]`` is the column given to row ``i`` (a permutation).
@@ -66,7 +73,8 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
         raise ValueError(f"tol must be > 0 (a duality-gap tolerance such as 1e-9), got {tol!r}.")
     n = cost.shape[-1]
     work = cost.detach().to(torch.float64).reshape(-1, n, n)
-    return _auction(work, float(tol)).reshape(cost.shape[:-1]).to(cost.device)
+    sigma = hungarian(work) if n <= HUNGARIAN_MAX_SIDE else _auction(work, float(tol))
+    return sigma.reshape(cost.shape[:-1]).to(cost.device)
 
 
 def _auction(cost: Tensor, tol: float) -> Tensor:
