@@ -24,7 +24,7 @@ ALLOWED = {
     "otkit.points": OTKIT_BASE | {"otkit.geometry"},
     "otkit.gromov": OTKIT_BASE | {"otkit.dense", "otkit.geometry", "otkit.points"},
     "otkit.attention": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
-    "otkit.doubly_stochastic": OTKIT_BASE | {"otkit.dense"},
+    "otkit.doubly_stochastic": OTKIT_BASE | {"otkit.dense", "otkit.couplings"},
     "otkit.couplings": OTKIT_BASE | {"otkit.dense", "otkit.geometry"},
     "otkit.sorting": OTKIT_BASE | {"otkit.dense"},
     "otkit.barycenter": OTKIT_BASE | {"otkit.geometry", "otkit.points"},

@@ -161,16 +161,30 @@ def _squares(k: int, size: int, floor: float = 0.0) -> torch.Tensor:
 # there: the comparisons use images with a positive floor, on which both solve the same problem.
 
 
-@pytest.mark.parametrize("eps", [0.004, 0.0012])  # shifted products, then exact log-sum-exps (1 / eps > 600)
-def test_convolutional_equals_pot_log(eps):
+@pytest.mark.parametrize(("eps", "method"), [(0.004, "shifted"), (0.0012, "blocked"), (1e-4, "lse")])
+def test_convolutional_equals_pot_log(eps, method):
     images = _squares(3, 24, floor=1e-6)
     weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
     res = otkit.convolutional_barycenter(images, weights, eps, tol=None, max_iter=60)
     ref = ot.bregman.convolutional_barycenter2d(
         images.numpy(), eps, weights=weights.numpy(), method="sinkhorn_log", stopThr=0.0, numItermax=60, warn=False
     )
-    assert res.method == ("shifted" if eps > 1 / 600 else "lse") and res.barycenter.shape == (24, 24)
+    assert res.method == method and res.barycenter.shape == (24, 24)
     np.testing.assert_allclose(res.barycenter.numpy(), ref, rtol=0, atol=1e-10 * ref.max())
+
+
+def test_blocked_axis_kernel_is_the_exact_log_sum_exp():
+    # 128 pixels at eps 4e-4: the kernel spans exp(-2500), blocks of 16 columns; inputs spanning +-100 and -inf.
+    from otkit.barycenter.kernels import GridKernel, axis_log_kernel
+
+    v = torch.randn(2, 128, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 30
+    v[0, :, :7] = -torch.inf
+    kernel = GridKernel(128, 128, 4e-4, v)
+    log_k = axis_log_kernel(128, 4e-4, v)
+    along_w = torch.logsumexp(v.unsqueeze(-2) + log_k, -1)
+    expected = torch.logsumexp(along_w.transpose(-1, -2).unsqueeze(-2) + log_k, -1).transpose(-1, -2)
+    assert kernel.method == "blocked"
+    torch.testing.assert_close(kernel.apply(v), expected, rtol=1e-13, atol=1e-12)
 
 
 def test_convolutional_debiased_equals_pot():
@@ -260,3 +274,17 @@ def test_free_support_bad_inputs_raise():
         otkit.free_support_barycenter(clouds[:1], [None, None], eps=0.01, init=init)
     with pytest.raises(ValueError, match="non-empty list"):
         otkit.free_support_barycenter(clouds[0], eps=0.01, init=init)
+
+
+def test_results_are_frozen(line):
+    t, cost = line
+    hists = _bumps(t, (0.2, 0.8))
+    clouds, init = _grid_clouds()
+    results = [
+        otkit.sinkhorn_barycenter(hists, cost, eps=0.01),
+        otkit.convolutional_barycenter(_squares(2, 16), eps=0.01),
+        otkit.free_support_barycenter(clouds, eps=1e-3, init=init),
+    ]
+    for res in results:
+        with pytest.raises(AttributeError):
+            res.n_iter = 0

@@ -70,7 +70,8 @@ def test_quick_barycenter_bench_writes_json_with_equal_values(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {r["suite"] for r in rows} == {"convolutional", "fixed"}
     ours = [r for r in rows if r["method"].startswith("otkit")]
-    assert len(ours) == 3 and all(r["ratio"] > 0 for r in ours)
+    assert len(ours) == 5 and all(r["ratio"] > 0 for r in ours)
+    assert {"otkit float64 (shifted)", "otkit float64 (blocked)"} <= {r["method"] for r in ours}
     assert all(r["extra"]["max_rel_diff_vs_pot_log"] < 1e-5 for r in ours)  # float32 included
 
 

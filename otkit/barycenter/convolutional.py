@@ -56,7 +56,10 @@ def convolutional_barycenter(
     Returns:
         A :class:`~otkit.BarycenterResult` with ``barycenter (..., H, W)``, differentiable in ``images`` and
         ``weights``. While ``1 / eps`` is at most 600 the convolutions are max-shifted matrix products (in
-        float64 beyond 60, the float32 limit), exact to rounding; beyond, exact log-sum-exps (much slower).
+        float64 beyond 60, the float32 limit), exact to rounding (``method="shifted"``); beyond, products over
+        blocks of pixels within which the kernel spans at most that range, combined by a log-sum-exp, exact in
+        the same way and a few times slower (``"blocked"``; at 256 x 256 and eps 0.001, 3x); and when a block
+        would hold one pixel (``eps < 1 / (300 (size - 1))``), plain log-sum-exps (``"lse"``).
 
     Raises:
         ValueError: on NaN/Inf, negative or zero-mass images, images of unequal masses, weights that do not

@@ -71,7 +71,7 @@ def free_support_barycenter(
     init: Tensor,
     barycenter_weights: Tensor | None = None,
     max_outer_iter: int = 100,
-    outer_tol: float = 1e-7,
+    outer_tol: float = 1e-5,
     scaling: float | None = DEFAULT_SCALING,
     options: SinkhornOptions | None = None,
     **settings: Unpack[SinkhornSettings],
@@ -99,8 +99,10 @@ def free_support_barycenter(
         init: ``(..., m, d)`` the barycenter's starting points.
         barycenter_weights: ``(m,)`` or ``(..., m)`` the barycenter's weights; ``None``: ``1 / m``.
         max_outer_iter: Largest number of outer iterations (>= 1).
-        outer_tol: Stop once the weighted mean squared displacement ``sum_i beta_i |dx_i|^2 / sum_i beta_i`` of
-            one iteration is at most this in every problem.
+        outer_tol: Stop once one iteration's mean squared displacement relative to the points' spread,
+            ``sum_i beta_i |dx_i|^2 / sum_i beta_i |x_i - mean(x)|^2``, is at most this in every problem. (The
+            entropic iterations converge linearly, more slowly as ``eps`` grows: an absolute threshold would
+            depend on the clouds' scale.)
         scaling: eps-annealing of the inner solves (see :func:`otkit.sinkhorn_points`).
         options: Settings of the inner solves as one :class:`~otkit.SinkhornOptions`.
         **settings: Any field of :class:`~otkit.SinkhornOptions` for the inner solves (``max_iter``, ``tol``...).
@@ -147,7 +149,9 @@ def free_support_barycenter(
                 options=options,
             )
         moved = (w.unsqueeze(-1).unsqueeze(-1) * res.barycentric_map()).sum(-3)
-        displacements.append((beta * ((moved - x) ** 2).sum(-1)).sum(-1) / beta.sum(-1))
+        centre = (beta.unsqueeze(-1) * moved).sum(-2, keepdim=True) / beta.sum(-1, keepdim=True).unsqueeze(-1)
+        spread = (beta * ((moved - centre) ** 2).sum(-1)).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
+        displacements.append((beta * ((moved - x) ** 2).sum(-1)).sum(-1) / spread)
         x = moved
         if bool((displacements[-1] <= outer_tol).all()):
             break

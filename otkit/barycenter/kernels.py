@@ -10,8 +10,10 @@ the two soft-min passes of a Bregman projection. Each application is a log-sum-e
   ``spread <= SAFE_LOG`` (60 in float32, 600 in float64) they are below ``exp(-27)`` (float32) or ``exp(-108)``
   (float64) of the sum: the product equals the log-sum-exp to the dtype's rounding. Problems beyond float32's
   range but within float64's compute their products in float64.
+- ``"blocked"`` (grid axes): beyond that spread, blocks of columns within which the kernel spans at most
+  ``SAFE_LOG``, each a shifted product, combined by a log-sum-exp over the blocks; exact in the same way.
 - ``"lse"``: ``torch.logsumexp`` over ``v_j - C_ij / eps``, in chunks of at most :data:`LSE_ENTRIES` terms, for
-  kernels whose spread is beyond float64's range (any cost scale).
+  dense kernels whose spread is beyond float64's range, and grid axes whose blocks would hold one column.
 
 :class:`DenseKernel` holds a cost matrix ``(..., n, m)``; :class:`GridKernel` the squared Euclidean cost of an
 ``H x W`` grid, applied as two 1-D kernels (one per axis) and never as an ``(HW) x (HW)`` matrix.
@@ -90,21 +92,71 @@ def axis_log_kernel(size: int, eps: float, like: Tensor) -> Tensor:
     return -((t.unsqueeze(-1) - t) ** 2) / eps
 
 
+def _block_size(size: int, eps: float) -> int:
+    """Columns per block of a blocked axis kernel, ``s``.
+
+    Within a block ``(t_i - t_j)^2`` spans at most ``2 (s - 1) / (size - 1)`` for every ``i``, which must stay
+    within float64's ``SAFE_LOG`` times ``eps``.
+    """
+    return int(SAFE_LOG[torch.float64] / 2 * eps * (size - 1)) + 1
+
+
 class _AxisKernel:
-    """One axis of a grid kernel: ``log(K_axis exp(v))`` along the last dim of ``v``."""
+    """One axis of a grid kernel: ``log(K_axis exp(v))`` along the last dim of ``v``.
+
+    Up to a spread ``1 / eps`` of float64's ``SAFE_LOG``, one max-shifted product. Beyond, ``"blocked"``: the
+    columns are cut into blocks of :func:`_block_size` within which the kernel spans at most ``SAFE_LOG``; each
+    block is a product shifted by its own maximum of ``v`` and, per output, its own smallest cost, and the blocks'
+    logs are combined by a log-sum-exp (exact, like one product per block). Blocks of one column are the exact
+    log-sum-exp itself, computed directly (``"lse"``).
+    """
 
     def __init__(self, size: int, eps: float, like: Tensor) -> None:
         spread = (1.0 if size > 1 else 0.0) / eps
         self.dtype = _product_dtype(spread, like.dtype)
+        self.eps = eps
         log_kernel = axis_log_kernel(size, eps, like)
-        self.log_kernel = log_kernel if self.dtype is None else None
-        self.kernel = None if self.dtype is None else torch.exp(log_kernel.to(self.dtype))
+        self.log_kernel = self.kernel = None
+        if self.dtype is not None:
+            self.method = "shifted"
+            self.kernel = torch.exp(log_kernel.to(self.dtype))
+        elif _block_size(size, eps) > 1:
+            self.method = "blocked"
+            self._build_blocks(size, eps, like)
+        else:
+            self.method = "lse"
+            self.log_kernel = log_kernel
+
+    def _build_blocks(self, size: int, eps: float, like: Tensor) -> None:
+        block = _block_size(size, eps)
+        count = -(-size // block)
+        t = torch.linspace(0.0, 1.0, size, dtype=torch.float64, device=like.device)
+        columns = torch.arange(count * block, device=like.device).reshape(count, block)
+        valid = columns < size
+        cost = (t.view(1, -1, 1) - t[columns.clamp(max=size - 1)].unsqueeze(1)) ** 2  # (count, size, block)
+        self.block_min = torch.where(valid.unsqueeze(1), cost, torch.inf).amin(-1)  # (count, size)
+        self.block_kernel = torch.where(valid.unsqueeze(1), torch.exp(-(cost - self.block_min.unsqueeze(-1)) / eps), 0)
+        self.padding = count * block - size
+        self.block_shape = (count, block)
+
+    def _apply_blocked(self, v: Tensor) -> Tensor:
+        flat = v.reshape(-1, v.shape[-1]).to(torch.float64)
+        flat = torch.nn.functional.pad(flat, (0, self.padding), value=-torch.inf).reshape(-1, *self.block_shape)
+        shift = flat.amax(-1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+        scaled = torch.exp((flat - shift).clamp_min(EXP_FLOOR[torch.float64]))
+        scaled = torch.where(torch.isneginf(flat), 0.0, scaled)
+        sums = torch.einsum("rbs,bls->rbl", scaled, self.block_kernel)  # (rows, blocks, size)
+        logs = torch.log(sums) + shift - self.block_min / self.eps
+        return torch.logsumexp(logs, 1).to(v.dtype).reshape(v.shape)
 
     def apply(self, v: Tensor) -> Tensor:
-        if self.dtype is None:
-            flat = v.reshape(-1, v.shape[-1])
-            return _chunked_lse(flat, self.log_kernel).reshape(v.shape)
-        return _shifted_product(v, self.kernel, 0.0, self.dtype)
+        if self.method == "shifted":
+            return _shifted_product(v, self.kernel, 0.0, self.dtype)
+        if self.method == "blocked":
+            return self._apply_blocked(v)
+        flat = v.reshape(-1, v.shape[-1])
+        return _chunked_lse(flat, self.log_kernel).reshape(v.shape)
 
 
 class GridKernel:
@@ -117,8 +169,8 @@ class GridKernel:
     def __init__(self, height: int, width: int, eps: float, like: Tensor) -> None:
         self.rows = _AxisKernel(height, eps, like)
         self.cols = _AxisKernel(width, eps, like)
-        methods = {"lse" if axis.dtype is None else "shifted" for axis in (self.rows, self.cols)}
-        self.method = "lse" if "lse" in methods else "shifted"
+        methods = {self.rows.method, self.cols.method}
+        self.method = next(m for m in ("lse", "blocked", "shifted") if m in methods)
 
     def apply(self, v: Tensor) -> Tensor:
         """``log(K exp(v))`` for images ``v (..., H, W)``."""

@@ -25,8 +25,9 @@ class BarycenterResult:
         debiased: Whether the debiased barycenter (Janati et al. 2020) was computed.
         n_iter: Iterations run (one iteration projects on both constraints of every input).
         errors: ``(n_checks, *batch)`` the stopping errors, ``sum_k w_k |P_k^T 1 - b|_1 / |b|_1``, at each check.
-        method: How the kernel was applied: ``"shifted"`` (max-shifted products, exact to rounding) or
-            ``"lse"`` (log-sum-exp terms, for kernels beyond float64's range).
+        method: How the kernel was applied: ``"shifted"`` (max-shifted products, exact to rounding),
+            ``"blocked"`` (grids: shifted products over blocks of pixels, combined by a log-sum-exp) or ``"lse"``
+            (log-sum-exp terms, for kernels beyond float64's range).
     """
 
     barycenter: Tensor
@@ -64,8 +65,8 @@ class FreeSupportBarycenterResult:
         weights: ``(*batch, m)`` its weights (fixed during the iterations).
         options: The :class:`~otkit.SinkhornOptions` of the inner point-cloud solves.
         n_iter: Outer iterations run (each: one solve per input, then the barycentric update of the points).
-        displacements: ``(n_iter, *batch)`` the mean squared displacement of the points at each outer
-            iteration, ``sum_i w_i |x_i^new - x_i|^2 / sum_i w_i``.
+        displacements: ``(n_iter, *batch)`` the relative mean squared displacement of the points at each outer
+            iteration, ``sum_i beta_i |x_i^new - x_i|^2 / sum_i beta_i |x_i^new - mean|^2``.
         tol: The tolerance the last displacement was compared with.
     """
 

@@ -1,6 +1,10 @@
 """Exact linear assignment on batches of square costs: the auction algorithm with epsilon-scaling, in torch.
 
-The solver (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
+This is otkit's one assignment solver (``otkit.matching`` calls it too). :func:`linear_assignment` picks the
+method by size: sides up to :data:`HUNGARIAN_MAX_SIDE` go to the Hungarian method
+(:mod:`otkit.couplings.hungarian`, exact, each search step batched), larger ones to the auction, below.
+
+The auction (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
 unassigned row ``i`` finds its best column ``j1`` and second best ``j2`` by the value ``-C_ij - p_j`` and bids the
 price ``p_j1 + (v1 - v2) + eps``; each column goes to its highest bidder (the Jacobi form: all rows of all
 problems bid at once, a few tensor operations per round). Once at most :data:`SERIAL_BIDDERS` rows are free, they
@@ -18,15 +22,20 @@ float64 rounding.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from otkit._checks import check_cost
+from otkit.couplings.hungarian import hungarian
 
-__all__ = ["ASSIGNMENT_TOL", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
+__all__ = ["ASSIGNMENT_TOL", "CANDIDATES", "HUNGARIAN_MAX_SIDE", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
 
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
+HUNGARIAN_MAX_SIDE = 16  # sides up to this use the Hungarian method (faster there, measured), larger the auction
 SCALING = 8.0  # eps is divided by this between phases
+CANDIDATES = 8  # columns on a serial bidder's list (see _serial_bids)
 SERIAL_BIDDERS = 16  # at most this many unassigned rows bid one at a time (Gauss-Seidel), without batched rounds
 
 
@@ -36,13 +45,14 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
     .. math::
         \sigma^\star \in \arg\min_{\sigma \in S_n} \sum_{i=1}^n C_{i\sigma(i)}
 
-    solved by the auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's
-    cost is within ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the
-    final prices), which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs.
+    solved for ``n <= HUNGARIAN_MAX_SIDE`` (16) by the Hungarian method (exact in float64), otherwise by the
+    auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost is within
+    ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final prices),
+    which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs.
 
     Args:
         cost: ``(..., n, n)`` costs; leading dims are independent problems. Computed in float64.
-        tol: Duality-gap tolerance per row, relative to each problem's cost range (> 0).
+        tol: The auction's duality-gap tolerance per row, relative to each problem's cost range (> 0).
 
     Returns:
         ``(..., n)`` int64 tensor: ``sigma[..., i]`` is the column given to row ``i`` (a permutation).
@@ -66,7 +76,8 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
         raise ValueError(f"tol must be > 0 (a duality-gap tolerance such as 1e-9), got {tol!r}.")
     n = cost.shape[-1]
     work = cost.detach().to(torch.float64).reshape(-1, n, n)
-    return _auction(work, float(tol)).reshape(cost.shape[:-1]).to(cost.device)
+    sigma = hungarian(work) if n <= HUNGARIAN_MAX_SIDE else _auction(work, float(tol))
+    return sigma.reshape(cost.shape[:-1]).to(cost.device)
 
 
 def _auction(cost: Tensor, tol: float) -> Tensor:
@@ -85,6 +96,7 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
     owner = torch.full((groups * n,), -1, dtype=torch.long, device=device)  # flat column -> flat row
     column = torch.full((groups * n,), -1, dtype=torch.long, device=device)  # flat row -> local column
     active = torch.ones(groups, dtype=torch.bool, device=device)
+    lists: dict[int, tuple[list[int], list[float], float]] = {}  # serial bidders' candidates
     while True:
         if bool((column >= 0).all()):
             # rows that violate eps-complementary slackness at the new eps bid again
@@ -93,7 +105,7 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
             release = (profit - own > eps[row_group]) & active[row_group]
             owner[offset[release] + column[release]] = -1
             column[release] = -1
-        _bid_rounds(value, prices, eps, row_group, offset, owner, column, n)
+        _bid_rounds(value, prices, eps, row_group, offset, owner, column, n, lists)
         own = value.gather(1, column.unsqueeze(1)).squeeze(1).view(groups, n)
         grid = prices.view(groups, 1, n)
         profit = (value.view(groups, n, n) - grid).amax(2)
@@ -113,6 +125,7 @@ def _bid_rounds(
     owner: Tensor,
     column: Tensor,
     n: int,
+    lists: dict[int, tuple[list[int], list[float], float]],
 ) -> None:
     """Jacobi auction rounds until every row holds a column; updates ``prices``, ``owner``, ``column`` in place."""
     free = (column < 0).nonzero().squeeze(1)
@@ -120,7 +133,7 @@ def _bid_rounds(
     nobody = torch.full_like(owner, -1)
     while free.numel():
         if free.numel() <= SERIAL_BIDDERS:
-            _serial_bids(free.tolist(), value, prices, eps, owner, column, n)
+            _serial_bids(free.tolist(), value, prices, eps, owner, column, n, lists)
             return
         start = offset[free]
         grid = prices.view(-1, n)  # (G, n) prices per problem
@@ -143,24 +156,51 @@ def _bid_rounds(
 
 
 def _serial_bids(
-    stack: list[int], value: Tensor, prices: Tensor, eps: Tensor, owner: Tensor, column: Tensor, n: int
+    stack: list[int],
+    value: Tensor,
+    prices: Tensor,
+    eps: Tensor,
+    owner: Tensor,
+    column: Tensor,
+    n: int,
+    lists: dict[int, tuple[list[int], list[float], float]],
 ) -> None:
     """Bids of the last few unassigned rows one at a time, each outbid row bidding next (the tail of a phase).
 
-    Most rounds of a phase have one bidder whose bid displaces one other: a chain. Bidding from Python lists and
-    one row of tensor arithmetic per bid costs a few operations instead of a batched round's few dozen.
+    Most rounds of a phase have one bidder whose bid displaces one other: a chain. Each bid is a few Python float
+    operations on the row's list of :data:`CANDIDATES` best columns (flat columns, their values and ``bound``, the
+    next best gain when the list was made), kept in ``lists`` for the whole auction. Prices only rise, so no
+    column off the list gains more than ``bound``: while the list's best gain is at least ``bound`` it is the
+    row's best column and ``max(second, bound)`` bounds the second best gain from above (the bid may be smaller
+    than the exact one, and still leaves the row eps-complementary). Otherwise the list is made again.
     """
     owners, columns, price_list, eps_list = owner.tolist(), column.tolist(), prices.tolist(), eps.tolist()
+    gains = torch.empty(n, dtype=prices.dtype, device=prices.device)
+    keep = min(CANDIDATES, n - 1)
     while stack:
         row = stack.pop()
-        base = row - row % n  # the problem's first flat column
-        gains = value[row] - prices[base : base + n]
-        top, best = gains.topk(2)
-        first, second = top.tolist()
-        target = base + int(best[0])
-        price = price_list[target] + (first - second) + eps_list[row // n]
+        base = row - row % n
+        listed = lists.get(row)
+        while True:
+            if listed is not None:
+                first = second = -math.inf
+                target = -1
+                for col, val in zip(listed[0], listed[1], strict=True):
+                    gain = val - price_list[col]
+                    if gain > first:
+                        first, second, target = gain, first, col
+                    elif gain > second:
+                        second = gain
+                if first >= listed[2]:
+                    break
+            torch.sub(value[row], prices[base : base + n], out=gains)
+            top, best = gains.topk(keep + 1)
+            tops, cols = top.tolist(), [base + c for c in best.tolist()[:keep]]
+            listed = (cols, [g + price_list[c] for g, c in zip(tops[:keep], cols, strict=True)], tops[keep])
+            lists[row] = listed
+        price = price_list[target] + (first - max(second, listed[2])) + eps_list[row // n]
         price_list[target] = price
-        prices[target] = price
+        prices.select(0, target).fill_(price)
         previous = owners[target]
         if previous >= 0:
             columns[previous] = -1
