@@ -288,3 +288,15 @@ def test_results_are_frozen(line):
     for res in results:
         with pytest.raises(AttributeError):
             res.n_iter = 0
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.0015])  # shifted products, blocked products
+def test_convolutional_gradient_matches_finite_differences(eps):
+    images = _squares(2, 6, floor=0.05)
+    probe = torch.linspace(-1, 1, 36, dtype=torch.float64).reshape(6, 6)
+
+    def objective(first):
+        stack = torch.stack([first / first.sum(), images[1]])
+        return (otkit.convolutional_barycenter(stack, eps=eps, tol=None, max_iter=15).barycenter * probe).sum()
+
+    assert torch.autograd.gradcheck(objective, (images[0].clone().requires_grad_(),), eps=1e-6, atol=1e-6)

@@ -38,6 +38,12 @@ def prepare_hists(hists: Tensor, event: int, name: str, shape_text: str) -> Tens
     hists = hists.to(compute_dtype(hists.dtype))
     if is_tracing():
         return hists
+    _check_values(hists.detach(), event, name)
+    return hists
+
+
+def _check_values(hists: Tensor, event: int, name: str) -> None:
+    """The data checks of :func:`prepare_hists` (one host read each)."""
     if not bool(torch.isfinite(hists).all()):
         raise ValueError(f"{name} contains NaN or Inf values; the inputs must be finite.")
     if bool((hists < 0).any()):
@@ -51,7 +57,6 @@ def prepare_hists(hists: Tensor, event: int, name: str, shape_text: str) -> Tens
             f"the inputs in {name} have different total masses (largest relative gap {gap:.3g}); a balanced "
             "barycenter needs equal masses. Normalise each input, e.g. hists / hists.sum(-1, keepdim=True)."
         )
-    return hists
 
 
 def prepare_weights(weights: Tensor | None, batch_k: torch.Size, like: Tensor) -> Tensor:

@@ -64,7 +64,7 @@ class DenseKernel:
     """The Gibbs kernel of a cost matrix ``(..., n, m)`` (leading dims broadcast with the vectors' batch)."""
 
     def __init__(self, cost: Tensor, eps: float) -> None:
-        low, high = float(cost.min()), float(cost.max())
+        low, high = float(cost.detach().min()), float(cost.detach().max())
         self.eps, self.offset = eps, low / eps
         self.dtype = _product_dtype((high - low) / eps, cost.dtype)
         self.method = "lse" if self.dtype is None else "shifted"
