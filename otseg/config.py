@@ -143,7 +143,14 @@ _LEGACY_SINKHORN_KEYS = {"eps": "eps", "sinkhorn_iters": "max_iter", "sinkhorn_t
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that defines an OTSeg network (weights come separately)."""
+    """Everything that defines an OTSeg network (weights come separately).
+
+    Example:
+        >>> import otseg
+        >>> cfg = otseg.get_model_config("otseg-tiny")  # a preset name, or the path of a JSON model file
+        >>> cfg.num_prompts, cfg.image_size, otseg.ModelConfig.from_dict(cfg.to_dict()) == cfg
+        (3, 64, True)
+    """
 
     clip: str | dict[str, Any] = spec(
         "ViT-B-16", "open_clip architecture name, or an inline config {embed_dim, vision_cfg, text_cfg}"

@@ -28,6 +28,14 @@ class BarycenterResult:
         method: How the kernel was applied: ``"shifted"`` (max-shifted products, exact to rounding),
             ``"blocked"`` (grids: shifted products over blocks of pixels, combined by a log-sum-exp) or ``"lse"``
             (log-sum-exp terms, for kernels beyond float64's range).
+
+    Example:
+        >>> import torch, otkit
+        >>> t = torch.linspace(0, 1, 40, dtype=torch.float64)
+        >>> hists = torch.softmax(-((t - torch.tensor([[0.3], [0.7]])) ** 2) / 0.01, -1)  # (k=2, n=40)
+        >>> res = otkit.sinkhorn_barycenter(hists.expand(3, 2, 40), (t[:, None] - t) ** 2, eps=0.01)
+        >>> res.barycenter.shape, res.weights.shape, res.error.shape, bool(res.converged.all())
+        (torch.Size([3, 40]), torch.Size([3, 2]), torch.Size([3]), True)
     """
 
     barycenter: Tensor
@@ -68,6 +76,13 @@ class FreeSupportBarycenterResult:
         displacements: ``(n_iter, *batch)`` the relative mean squared displacement of the points at each outer
             iteration, ``sum_i beta_i |x_i^new - x_i|^2 / sum_i beta_i |x_i^new - mean|^2``.
         tol: The tolerance the last displacement was compared with.
+
+    Example:
+        >>> import torch, otkit
+        >>> clouds = [torch.tensor([[0.0, 0.0], [0.0, 1.0]]), torch.tensor([[2.0, 0.0], [2.0, 1.0]])]
+        >>> res = otkit.free_support_barycenter(clouds, eps=0.01, init=torch.tensor([[0.5, 0.2], [0.5, 0.8]]), tol=1e-5)
+        >>> res.points.shape, res.weights.tolist(), bool(res.converged), res.displacements.shape[0] == res.n_iter
+        (torch.Size([2, 2]), [0.5, 0.5], True, True)
     """
 
     points: Tensor

@@ -87,6 +87,14 @@ class OTSeg(nn.Module):
 
     Attributes:
         config: As given.
+
+    Example:
+        >>> import torch, otseg
+        >>> model = otseg.build_otseg("otseg-tiny", allow_random_clip=True)
+        >>> text = model.class_embeddings(["cat", "dog", "sky"])  # (K, N, C)
+        >>> out = model(torch.randint(0, 256, (1, 3, 64, 64)).float(), text)
+        >>> tuple(text.shape), {name: tuple(logits.shape) for name, logits in out.items()}
+        ((3, 3, 32), {'decoder': (1, 3, 64, 64), 'score': (1, 3, 64, 64)})
     """
 
     def __init__(
