@@ -113,7 +113,7 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
     while True:
         if bool((column >= 0).all()):
             # rows that violate eps-complementary slackness at the new eps bid again
-            profit = (value - prices.view(groups, 1, n).expand(groups, n, n).reshape(groups * n, n)).amax(1)
+            profit = (value.view(groups, n, n) - prices.view(groups, 1, n)).amax(2).view(-1)
             own = value.gather(1, column.unsqueeze(1)).squeeze(1) - prices[offset + column]
             release = (profit - own > eps[row_group]) & active[row_group]
             owner[offset[release] + column[release]] = -1
