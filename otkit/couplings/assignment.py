@@ -46,8 +46,8 @@ __all__ = [
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
 HUNGARIAN_MAX_SIDE = 16  # sides up to this use the Hungarian method (faster there, measured), larger the auction
 SCALING = 8.0  # eps is divided by this between phases
-WARM_EPS = 0.01  # the entropic warm start's eps, relative to the cost range; the auction starts at this / SCALING
-WARM_ITERATIONS = 30  # its Sinkhorn iterations
+WARM_EPS = 0.005  # the entropic warm start's eps, relative to the cost range; the auction starts at this / SCALING
+WARM_ITERATIONS = 40  # its Sinkhorn iterations
 CANDIDATES = 8  # columns on a serial bidder's list (see _serial_bids)
 SERIAL_BIDDERS = 16  # at most this many unassigned rows bid one at a time (Gauss-Seidel), without batched rounds
 
@@ -133,7 +133,7 @@ def _entropic_prices(cost: Tensor, spread: Tensor) -> Tensor:
     """Starting prices ``-g``: the column potentials of a short Sinkhorn solve, flat ``(G n,)`` in cost units.
 
     Each problem's cost is scaled to ``[0, 1]`` and solved at ``eps = WARM_EPS`` (a kernel of range ``1 / eps =
-    100``, safe for the scaling domain in float64) for ``WARM_ITERATIONS`` iterations; its ``g`` is near the
+    200``, safe for the scaling domain in float64) for ``WARM_ITERATIONS`` iterations; its ``g`` is near the
     optimal column duals, so the auction can start at a small eps. Any prices are valid starting prices: the
     optimality certificate (the duality gap) does not depend on them.
     """
