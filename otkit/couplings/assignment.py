@@ -110,18 +110,17 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
     column = torch.full((groups * n,), -1, dtype=torch.long, device=device)  # flat row -> local column
     active = torch.ones(groups, dtype=torch.bool, device=device)
     lists: dict[int, tuple[list[int], list[float], float]] = {}  # serial bidders' candidates
+    profit = None  # each row's best profit at the current prices, once every row holds a column
     while True:
-        if bool((column >= 0).all()):
+        if profit is not None:
             # rows that violate eps-complementary slackness at the new eps bid again
-            profit = (value.view(groups, n, n) - prices.view(groups, 1, n)).amax(2).view(-1)
             own = value.gather(1, column.unsqueeze(1)).squeeze(1) - prices[offset + column]
-            release = (profit - own > eps[row_group]) & active[row_group]
+            release = (profit.view(-1) - own > eps[row_group]) & active[row_group]
             owner[offset[release] + column[release]] = -1
             column[release] = -1
         _bid_rounds(value, prices, eps, row_group, offset, owner, column, n, lists)
         own = value.gather(1, column.unsqueeze(1)).squeeze(1).view(groups, n)
-        grid = prices.view(groups, 1, n)
-        profit = (value.view(groups, n, n) - grid).amax(2)
+        profit = (value.view(groups, n, n) - prices.view(groups, 1, n)).amax(2)
         gap = profit.sum(1) + prices.view(groups, n).sum(1) - own.sum(1)
         active = active & (gap > tol * n * spread) & (eps > eps_min)
         if not bool(active.any()):
