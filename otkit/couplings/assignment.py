@@ -163,7 +163,7 @@ def _bid_rounds(
             return
         start = offset[free]
         grid = prices.view(-1, n)  # (G, n) prices per problem
-        gains = value[free] - (grid if grid.shape[0] == 1 else grid[row_group[free]])
+        gains = value[free].sub_(grid if grid.shape[0] == 1 else grid[row_group[free]])  # a copy: in place
         top, best = gains.topk(2, dim=1)
         target = start + best[:, 0]
         bid = prices[target] + (top[:, 0] - top[:, 1]) + eps[row_group[free]]
