@@ -36,12 +36,24 @@ def test_exact_assignment_reaches_the_emd_optimum(seed, n, d):
     assert float(res.value) == pytest.approx(_emd_value(res.cost), rel=1e-6, abs=1e-12)
 
 
-def test_exact_assignment_on_integer_costs_with_ties_is_optimal():
+@pytest.mark.parametrize("n", [12, 40])  # the Hungarian method (n <= 16) and the warm-started auction
+def test_exact_assignment_on_integer_costs_with_ties_is_optimal(n):
     gen = torch.Generator().manual_seed(5)
-    cost = torch.randint(0, 4, (6, 12, 12), generator=gen).double()  # many tied optima
+    cost = torch.randint(0, 4, (6, n, n), generator=gen).double()  # many tied optima
     sigma = linear_assignment(cost)
     for c, s in zip(cost, sigma, strict=True):
-        assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(12 * _emd_value(c), abs=1e-9)
+        assert sorted(s.tolist()) == list(range(n))
+        assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(n * _emd_value(c), abs=1e-9)
+
+
+def test_both_assignment_methods_agree_at_the_size_that_switches_them():
+    """Sides 16 (Hungarian) and 17 (auction): the same optimum as POT on random costs, one batch of problems."""
+    gen = torch.Generator().manual_seed(6)
+    for n in (16, 17):
+        cost = torch.rand(4, n, n, generator=gen, dtype=torch.float64)
+        sigma = linear_assignment(cost)
+        for c, s in zip(cost, sigma, strict=True):
+            assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(n * _emd_value(c), rel=1e-9)
 
 
 @pytest.mark.parametrize(("n", "m"), [(6, 4), (5, 3), (12, 8)])

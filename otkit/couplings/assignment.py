@@ -14,10 +14,11 @@ at most the duality gap
 
 ``sum_i max_j (-C_ij - p_j) + sum_j p_j + sum_i C_i,sigma(i) <= n eps``.
 
-``eps`` starts at a quarter of the cost range and is divided by :data:`SCALING` until every problem's gap is at
-most ``tol * n * range(C)`` (per-problem ``eps``; a problem that is done stops bidding). Rows that still satisfy
-complementary slackness at the next ``eps`` keep their columns. Prices and costs are float64, so the gap holds to
-float64 rounding.
+The prices start at the column potentials ``-g`` of a short entropic solve (:func:`otkit.sinkhorn` at
+``WARM_EPS`` times the cost range), ``eps`` at that times ``1 / SCALING``; ``eps`` is then divided by
+:data:`SCALING` until every problem's gap is at most ``tol * n * range(C)`` (per-problem ``eps``; a problem that
+is done stops bidding). Rows that still satisfy complementary slackness at the next ``eps`` keep their columns.
+Prices and costs are float64, so the gap holds to float64 rounding.
 """
 
 from __future__ import annotations
@@ -29,12 +30,24 @@ from torch import Tensor
 
 from otkit._checks import check_cost
 from otkit.couplings.hungarian import hungarian
+from otkit.dense import sinkhorn
 
-__all__ = ["ASSIGNMENT_TOL", "CANDIDATES", "HUNGARIAN_MAX_SIDE", "SCALING", "SERIAL_BIDDERS", "linear_assignment"]
+__all__ = [
+    "ASSIGNMENT_TOL",
+    "CANDIDATES",
+    "HUNGARIAN_MAX_SIDE",
+    "SCALING",
+    "SERIAL_BIDDERS",
+    "WARM_EPS",
+    "WARM_ITERATIONS",
+    "linear_assignment",
+]
 
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
 HUNGARIAN_MAX_SIDE = 16  # sides up to this use the Hungarian method (faster there, measured), larger the auction
 SCALING = 8.0  # eps is divided by this between phases
+WARM_EPS = 0.005  # the entropic warm start's eps, relative to the cost range; the auction starts at this / SCALING
+WARM_ITERATIONS = 40  # its Sinkhorn iterations
 CANDIDATES = 8  # columns on a serial bidder's list (see _serial_bids)
 SERIAL_BIDDERS = 16  # at most this many unassigned rows bid one at a time (Gauss-Seidel), without batched rounds
 
@@ -88,8 +101,8 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
         return torch.zeros(groups, 1, dtype=torch.long, device=device)
     value = (cost.amin((1, 2), keepdim=True) - cost).reshape(groups * n, n)  # >= 0; maximised
     spread = (cost.amax((1, 2)) - cost.amin((1, 2))).clamp_min(torch.finfo(torch.float64).tiny)  # (G,)
-    prices = torch.zeros(groups * n, dtype=torch.float64, device=device)
-    eps = spread / 4
+    prices = _entropic_prices(cost, spread)
+    eps = spread * (WARM_EPS / SCALING)
     eps_min = spread * tol / SCALING
     row_group = torch.arange(groups, device=device).repeat_interleave(n)  # row -> problem
     offset = row_group * n  # a problem's first column in the flat column index
@@ -97,23 +110,36 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
     column = torch.full((groups * n,), -1, dtype=torch.long, device=device)  # flat row -> local column
     active = torch.ones(groups, dtype=torch.bool, device=device)
     lists: dict[int, tuple[list[int], list[float], float]] = {}  # serial bidders' candidates
+    profit = None  # each row's best profit at the current prices, once every row holds a column
     while True:
-        if bool((column >= 0).all()):
+        if profit is not None:
             # rows that violate eps-complementary slackness at the new eps bid again
-            profit = (value - prices.view(groups, 1, n).expand(groups, n, n).reshape(groups * n, n)).amax(1)
             own = value.gather(1, column.unsqueeze(1)).squeeze(1) - prices[offset + column]
-            release = (profit - own > eps[row_group]) & active[row_group]
+            release = (profit.view(-1) - own > eps[row_group]) & active[row_group]
             owner[offset[release] + column[release]] = -1
             column[release] = -1
         _bid_rounds(value, prices, eps, row_group, offset, owner, column, n, lists)
         own = value.gather(1, column.unsqueeze(1)).squeeze(1).view(groups, n)
-        grid = prices.view(groups, 1, n)
-        profit = (value.view(groups, n, n) - grid).amax(2)
+        profit = (value.view(groups, n, n) - prices.view(groups, 1, n)).amax(2)
         gap = profit.sum(1) + prices.view(groups, n).sum(1) - own.sum(1)
         active = active & (gap > tol * n * spread) & (eps > eps_min)
         if not bool(active.any()):
             return column.view(groups, n)
         eps = torch.where(active, eps / SCALING, eps)
+
+
+def _entropic_prices(cost: Tensor, spread: Tensor) -> Tensor:
+    """Starting prices ``-g``: the column potentials of a short Sinkhorn solve, flat ``(G n,)`` in cost units.
+
+    Each problem's cost is scaled to ``[0, 1]`` and solved at ``eps = WARM_EPS`` (a kernel of range ``1 / eps =
+    200``, safe for the scaling domain in float64) for ``WARM_ITERATIONS`` iterations; its ``g`` is near the
+    optimal column duals, so the auction can start at a small eps. Any prices are valid starting prices: the
+    optimality certificate (the duality gap) does not depend on them.
+    """
+    low = cost.amin((1, 2), keepdim=True)
+    scale = spread.view(-1, 1, 1)
+    solution = sinkhorn((cost - low) / scale, eps=WARM_EPS, tol=None, max_iter=WARM_ITERATIONS, domain="kernel")
+    return (-solution.g.to(torch.float64) * spread.view(-1, 1)).reshape(-1)
 
 
 def _bid_rounds(
@@ -137,7 +163,7 @@ def _bid_rounds(
             return
         start = offset[free]
         grid = prices.view(-1, n)  # (G, n) prices per problem
-        gains = value[free] - (grid if grid.shape[0] == 1 else grid[row_group[free]])
+        gains = value[free].sub_(grid if grid.shape[0] == 1 else grid[row_group[free]])  # a copy: in place
         top, best = gains.topk(2, dim=1)
         target = start + best[:, 0]
         bid = prices[target] + (top[:, 0] - top[:, 1]) + eps[row_group[free]]
