@@ -70,4 +70,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, this folder comes first on sys.path, where the page folders otkit/ and otseg/ would shadow
+    # the installed packages (as namespace packages without __all__).
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _here]
     sys.exit(main(sys.argv[1:]))
