@@ -175,7 +175,8 @@ def gromov_wasserstein(
     transport polytope: same plans); ``alpha`` weights the structure term and ``1 - alpha`` the feature term; the
     first linearisation is at ``init`` (``a b^T`` by default, POT's ``G0``). Stopping rule: the outer loop stops
     when every problem's plan moved by at most ``outer_tol`` in relative L1 norm ``|P_k - P_{k-1}|_1 / |a|_1``
-    (POT: the Frobenius norm of the change, every 10 iterations, below ``tol``).
+    (POT: the Frobenius norm of the change, every 10 iterations, below ``tol``). In a batch, a problem that met the
+    rule is settled: later outer iterations solve only the others, so each problem stops where it would alone.
 
     Args:
         Cx: ``(..., n, n)`` costs between the points of the source space (distances, shortest paths, ...).
