@@ -29,9 +29,10 @@ class GromovResult:
             the fixed plan (not the total derivative: use :attr:`value` for that).
         solution: The last inner solve, a :class:`~otkit.SinkhornResult` (matrices) or
             :class:`~otkit.PointCloudResult` (point clouds); its ``cost`` (geometry) is the linearised cost.
-        errors: ``(n_outer, *batch)`` the plan's change at each outer iteration, ``|P_k - P_{k-1}|_1 / |a|_1``.
+        errors: ``(n_outer, *batch)`` the plan's change at each outer iteration, ``|P_k - P_{k-1}|_1 / |a|_1``
+            (0 once a problem of a batch has settled).
         n_outer: Outer (mirror-descent) iterations run.
-        n_inner: Sinkhorn iterations run over all the outer iterations.
+        n_inner: Sinkhorn iterations run over all the outer iterations (one batched inner solve counts once).
         outer_tol: The tolerance the errors were compared with; ``None``: a fixed number of outer iterations.
         alpha: The weight of the structure term (1 without a feature cost).
         loss: ``"square"`` or ``"kl"``.

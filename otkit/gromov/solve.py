@@ -10,7 +10,7 @@ from torch import Tensor
 from otkit._checks import check_cost, check_masses, compute_dtype, is_tracing, prepare_marginal
 from otkit.dense.result import SinkhornResult
 from otkit.dense.solve import solve_dense
-from otkit.gromov.losses import GromovLoss, check_loss, decompose
+from otkit.gromov.losses import Decomposition, GromovLoss, check_loss, decompose
 from otkit.gromov.outer import SOLVERS, GromovSolver, check_alpha, check_outer, run_outer, warn_outer, weights_envelope
 from otkit.gromov.result import GromovResult
 from otkit.options import SinkhornOptions, SinkhornSettings, Unpack, resolve_options
@@ -48,6 +48,84 @@ def _log_ratio(plan: Tensor, prior: Tensor) -> Tensor:
     """``log(plan / prior)`` where the prior is positive (0 elsewhere), zeros of the plan at the dtype's floor."""
     floor = torch.finfo(plan.dtype).tiny
     return torch.where(prior > 0, torch.log(plan.clamp_min(floor) / torch.where(prior > 0, prior, 1.0)), 0.0)
+
+
+class _Flat:
+    """The problems of a batch, flattened to ``(B, ...)``, and the state of the outer loop.
+
+    Each outer step solves only the problems whose plan still moves by more than ``outer_tol`` (the others are
+    settled: a batch then costs what its problems cost one by one); the plans, potentials and costs of every
+    problem are kept here.
+    """
+
+    def __init__(self, work: Decomposition, M: Tensor | None, a: Tensor, b: Tensor, start: Tensor, batch) -> None:
+        n, m = a.shape[-1], b.shape[-1]
+        self.batch = batch
+        self.work = Decomposition(*(t.reshape(-1, *t.shape[-2:]) for t in (work.f1, work.f2, work.h1, work.h2)))
+        self.M = None if M is None else M.detach().reshape(-1, n, m)
+        self.a, self.b, self.plan = a.reshape(-1, n), b.reshape(-1, m), start.reshape(-1, n, m).clone()
+        self.f, self.g = torch.zeros_like(self.a), torch.zeros_like(self.b)
+        self.cost = torch.zeros_like(self.plan)
+        self.inner_error = self.a.new_zeros(self.a.shape[0])
+        self.active = torch.arange(self.a.shape[0], device=a.device)
+
+    def step(self, alpha: float, symmetric: bool, solver: str, options: SinkhornOptions, has_init: bool):
+        """The outer step: the linearised costs of the active problems and their inner solve."""
+        eps = options.eps
+
+        def step(previous: SinkhornResult | None) -> SinkhornResult:
+            idx, work = self.active, self.work
+            part = Decomposition(work.f1[idx], work.f2[idx], work.h1[idx], work.h2[idx])
+            a, b = self.a[idx], self.b[idx]
+            constant = part.constant(a, b)
+            constant = 2 * constant if symmetric else constant + part.constant(a, b, transposed=True)
+            cost = alpha * part.gradient(self.plan[idx], constant, symmetric)
+            if self.M is not None:
+                cost = cost + (1 - alpha) * self.M[idx]
+            if solver == "ppa":  # the proximal term: -eps log(P_k / (a b)), exact from the previous solve
+                if previous is not None:
+                    cost = cost - (self.f[idx].unsqueeze(-1) + self.g[idx].unsqueeze(-2) - self.cost[idx])
+                elif has_init:
+                    cost = cost - eps * _log_ratio(self.plan[idx], a.unsqueeze(-1) * b.unsqueeze(-2))
+            warm = None if previous is None else (self.f[idx], self.g[idx])
+            result = solve_dense(cost, a, b, options, warm)
+            self.f[idx], self.g[idx], self.cost[idx] = result.f, result.g, result.cost
+            self.inner_error[idx] = result.error
+            return result
+
+        return step
+
+    def change(self, outer_tol: float | None):
+        """The plans' relative L1 change ``(B,)`` (0 for settled problems); settles those within ``outer_tol``."""
+
+        def change(previous: SinkhornResult | None, current: SinkhornResult) -> Tensor:
+            idx = self.active
+            plan = current.plan
+            moved = (plan - self.plan[idx]).abs().sum((-2, -1)) / self.a[idx].sum(-1)
+            self.plan[idx] = plan
+            errors = torch.zeros_like(self.inner_error)
+            errors[idx] = moved
+            if outer_tol is not None:
+                self.active = idx[moved > outer_tol]
+            return errors.reshape(self.batch)
+
+        return change
+
+    def solution(self, options: SinkhornOptions, last: SinkhornResult) -> SinkhornResult:
+        """Every problem's last inner solve as one :class:`~otkit.SinkhornResult` ``(*batch, n, m)``."""
+        n, m = self.a.shape[-1], self.b.shape[-1]
+        return SinkhornResult(
+            f=self.f.reshape(*self.batch, n),
+            g=self.g.reshape(*self.batch, m),
+            cost=self.cost.reshape(*self.batch, n, m),
+            a=self.a.reshape(*self.batch, n),
+            b=self.b.reshape(*self.batch, m),
+            options=options,
+            n_iter=last.n_iter,
+            errors=self.inner_error.reshape(1, *self.batch),
+            domain=last.domain,
+            backend=last.backend,
+        )
 
 
 def _check_init(init: Tensor, shape: torch.Size, like: Tensor) -> Tensor:
@@ -97,7 +175,8 @@ def gromov_wasserstein(
     transport polytope: same plans); ``alpha`` weights the structure term and ``1 - alpha`` the feature term; the
     first linearisation is at ``init`` (``a b^T`` by default, POT's ``G0``). Stopping rule: the outer loop stops
     when every problem's plan moved by at most ``outer_tol`` in relative L1 norm ``|P_k - P_{k-1}|_1 / |a|_1``
-    (POT: the Frobenius norm of the change, every 10 iterations, below ``tol``).
+    (POT: the Frobenius norm of the change, every 10 iterations, below ``tol``). In a batch, a problem that met the
+    rule is settled: later outer iterations solve only the others, so each problem stops where it would alone.
 
     Args:
         Cx: ``(..., n, n)`` costs between the points of the source space (distances, shortest paths, ...).
@@ -169,33 +248,15 @@ def gromov_wasserstein(
     a0, b0 = a.detach(), b.detach()
     start = a0.unsqueeze(-1) * b0.unsqueeze(-2) if init is None else _check_init(init, (*batch, n, m), Cx)
     parts = decompose(loss, Cx, Cy)
-    work = parts.detach()
     if symmetric is None:
         symmetric = is_symmetric(Cx.detach()) and is_symmetric(Cy.detach())
     with torch.no_grad():
-        constant = work.constant(a0, b0)
-        constant = 2 * constant if symmetric else constant + work.constant(a0, b0, transposed=True)
-
-        plans = [start]  # the current plan, materialised once per outer iteration
-
-        def step(previous: SinkhornResult | None) -> SinkhornResult:
-            cost = alpha * work.gradient(plans[0], constant, symmetric)
-            if M is not None:
-                cost = cost + (1 - alpha) * M.detach()
-            if solver == "ppa":  # the proximal term: -eps log(P_k / (a b)), exact from the previous solve
-                if previous is not None:
-                    cost = cost - (previous.f.unsqueeze(-1) + previous.g.unsqueeze(-2) - previous.cost)
-                elif init is not None:
-                    cost = cost - options.eps * _log_ratio(start, a0.unsqueeze(-1) * b0.unsqueeze(-2))
-            warm = None if previous is None else (previous.f, previous.g)
-            return solve_dense(cost, a0, b0, options, warm)
-
-        def change(previous: SinkhornResult | None, current: SinkhornResult) -> Tensor:
-            before, plans[0] = plans[0], current.plan
-            return (plans[0] - before).abs().sum((-2, -1)) / a0.sum(-1)
-
-        run = run_outer(step, change, max_outer, outer_tol)
-        solution, plan = run.solution, plans[0]
+        flat = _Flat(parts.detach(), M, a0, b0, start, batch)
+        run = run_outer(
+            flat.step(alpha, symmetric, solver, options, init is not None), flat.change(outer_tol), max_outer, outer_tol
+        )
+        solution = flat.solution(options, run.solution)
+        plan = solution.plan
         entropic = solution.value - (plan * solution.cost).sum((-2, -1))  # eps KL(P | a x b)
     distance = alpha * parts.quadratic(plan)
     if M is not None:
@@ -205,6 +266,7 @@ def gromov_wasserstein(
     envelope = weights_envelope(
         a, b, plan.sum(-1), plan.sum(-2), solution.f, solution.g, 0.0 if solver == "ppa" else options.eps
     )
+    run.solution = solution  # every problem's last inner solve, for the report
     warn_outer(run, outer_tol, max_outer)
     return GromovResult(
         value=distance + entropic + envelope,
