@@ -160,11 +160,8 @@ def run_demo(out: Path, *, quick: bool = False, console: Console | None = None) 
     # per process, throughout: these models are small, two one-thread processes keep two cores busier than one
     # process whose two threads wait for each other at every operation, and a two-thread process sharing its cores
     # with any other work slows down many times over (each operation waits for the thread that was descheduled).
-    # The pre-training takes longer than the ablation, so the ablation's process is done by the time OTSeg's own
-    # training starts, which then takes every core (OMP_WAIT_POLICY=PASSIVE, set by the `otseg` command, keeps a
-    # two-thread process from spinning when it shares a core with other work).
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // 2)
+    # The thread count never depends on timing, so that every run gives the same numbers.
+    threads = max(1, (os.cpu_count() or 1) // 2)
     previous_threads = torch.get_num_threads()
     seconds: dict[str, float] = {}
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
@@ -194,8 +191,6 @@ def run_demo(out: Path, *, quick: bool = False, console: Console | None = None) 
         )
         seconds["clip_pretraining"] = time.perf_counter() - phase  # with its patch zero-shot accuracy
         console.print(f"[bold]3/4[/] training OTSeg ({iters} steps) with the {PRETRAINED} (and the {RANDOM})")
-        training_threads = cores if ablation.done() else threads
-        torch.set_num_threads(training_threads)
         runs = {
             PRETRAINED: train_and_score(
                 out / "otseg", model_file, clip_weights, iters, synthetic, seen_only_images, progress=not quick
@@ -217,7 +212,7 @@ def run_demo(out: Path, *, quick: bool = False, console: Console | None = None) 
     report = {
         "seconds": elapsed,
         "phase_seconds": seconds,
-        "threads": {"clip_pretraining": threads, "ablation_training": threads, "otseg_training": training_threads},
+        "threads_per_process": threads,
         "clip_patch_zero_shot_accuracy": accuracy,
         "calibration": {
             "seen_bias": model_cfg.seen_bias,
