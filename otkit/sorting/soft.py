@@ -107,6 +107,17 @@ def _transport(
         raise ValueError(f"{caller}: {error}") from None
 
 
+def _plan_to_sorted(
+    values: Tensor, eps: float, squash: bool, options: SinkhornOptions | None, settings: dict, caller: str
+) -> tuple[Tensor, Tensor]:
+    """``values (..., n)`` in float32 or float64, and their plan ``(..., n, n)`` to ``n`` sorted, uniform targets."""
+    n = values.shape[-1]
+    work = values if values.dtype == torch.float64 else values.float()
+    targets = torch.linspace(0.0, 1.0, n, dtype=work.dtype, device=values.device)
+    weights = torch.full((n,), 1.0 / n, dtype=work.dtype, device=values.device)
+    return work, _transport(work, targets, weights, eps, squash, options, settings, caller)
+
+
 def soft_sort(
     x: Tensor,
     eps: float = DEFAULT_EPS,
@@ -150,12 +161,8 @@ def soft_sort(
         tensor([1., 2., 3.])
     """
     axis = _check_input(x, dim, "soft_sort")
-    values = x.movedim(axis, -1)
-    n = values.shape[-1]
-    work = values if values.dtype == torch.float64 else values.float()
-    targets = torch.linspace(0.0, 1.0, n, dtype=work.dtype, device=x.device)
-    weights = torch.full((n,), 1.0 / n, dtype=work.dtype, device=x.device)
-    coupling = _transport(work, targets, weights, eps, squash, options, settings, "soft_sort")
+    work, coupling = _plan_to_sorted(x.movedim(axis, -1), eps, squash, options, settings, "soft_sort")
+    n = work.shape[-1]
     out = n * (coupling * work.unsqueeze(-1)).sum(-2)
     return out.to(x.dtype).movedim(-1, axis)
 
@@ -194,12 +201,8 @@ def soft_rank(
         tensor([2., 0., 1.])
     """
     axis = _check_input(x, dim, "soft_rank")
-    values = x.movedim(axis, -1)
-    n = values.shape[-1]
-    work = values if values.dtype == torch.float64 else values.float()
-    targets = torch.linspace(0.0, 1.0, n, dtype=work.dtype, device=x.device)
-    weights = torch.full((n,), 1.0 / n, dtype=work.dtype, device=x.device)
-    coupling = _transport(work, targets, weights, eps, squash, options, settings, "soft_rank")
+    work, coupling = _plan_to_sorted(x.movedim(axis, -1), eps, squash, options, settings, "soft_rank")
+    n = work.shape[-1]
     positions = torch.arange(n, dtype=work.dtype, device=x.device)
     return (n * (coupling * positions).sum(-1)).to(x.dtype).movedim(-1, axis)
 
