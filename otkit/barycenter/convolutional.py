@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from otkit._convergence import warn_unconverged
-from otkit._solution import safe_log
-from otkit.barycenter.ibp import bregman_barycenter
+from otkit.barycenter.ibp import solve_barycenter
 from otkit.barycenter.inputs import check_iteration_options, prepare_hists, prepare_weights
 from otkit.barycenter.kernels import GridKernel
 from otkit.barycenter.result import BarycenterResult
@@ -82,17 +80,4 @@ def convolutional_barycenter(
     height, width = images.shape[-2:]
     w = prepare_weights(weights, images.shape[:-2], images)
     kernel = GridKernel(height, width, options.eps, images)
-    log_bar, n_iter, errors = bregman_barycenter(
-        safe_log(images), w[..., None, None], kernel, (height, width), options, debiased
-    )
-    result = BarycenterResult(
-        barycenter=log_bar.exp(),
-        weights=w,
-        options=options,
-        debiased=debiased,
-        n_iter=n_iter,
-        errors=errors,
-        method=kernel.method,
-    )
-    warn_unconverged([result.error], options)
-    return result
+    return solve_barycenter(images, w[..., None, None], kernel, (height, width), options, debiased)

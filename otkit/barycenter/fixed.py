@@ -5,9 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from otkit._checks import check_cost, check_precision
-from otkit._convergence import warn_unconverged
-from otkit._solution import safe_log
-from otkit.barycenter.ibp import bregman_barycenter
+from otkit.barycenter.ibp import solve_barycenter
 from otkit.barycenter.inputs import check_iteration_options, prepare_hists, prepare_weights
 from otkit.barycenter.kernels import DenseKernel
 from otkit.barycenter.result import BarycenterResult
@@ -100,15 +98,4 @@ def sinkhorn_barycenter(
     check_precision(cost, options.eps)
     w = prepare_weights(weights, hists.shape[:-1], hists)
     kernel = DenseKernel(cost, options.eps)
-    log_bar, n_iter, errors = bregman_barycenter(safe_log(hists), w.unsqueeze(-1), kernel, (m,), options, debiased)
-    result = BarycenterResult(
-        barycenter=log_bar.exp(),
-        weights=w,
-        options=options,
-        debiased=debiased,
-        n_iter=n_iter,
-        errors=errors,
-        method=kernel.method,
-    )
-    warn_unconverged([result.error], options)
-    return result
+    return solve_barycenter(hists, w.unsqueeze(-1), kernel, (m,), options, debiased)

@@ -28,11 +28,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from otkit._convergence import check_finite_potentials, is_check, should_stop
+from otkit._convergence import check_finite_potentials, is_check, should_stop, warn_unconverged
+from otkit._solution import safe_log
 from otkit.barycenter.kernels import DenseKernel, GridKernel
+from otkit.barycenter.result import BarycenterResult
 from otkit.options import SinkhornOptions
 
-__all__ = ["DEBIAS_STEPS", "bregman_barycenter"]
+__all__ = ["DEBIAS_STEPS", "bregman_barycenter", "solve_barycenter"]
 
 # Steps of the debiasing fixed point per iteration (POT's count: the same iterates, so the same barycenters).
 DEBIAS_STEPS = 10
@@ -85,3 +87,29 @@ def bregman_barycenter(
     log_bar = log_bar.squeeze(axis)
     check_finite_potentials(log_bar, log_v, options.eps, _FINITE_HINT)
     return log_bar, n_iter, torch.stack(errors)
+
+
+def solve_barycenter(
+    hists: Tensor,
+    weights: Tensor,
+    kernel: DenseKernel | GridKernel,
+    support: tuple[int, ...],
+    options: SinkhornOptions,
+    debiased: bool,
+) -> BarycenterResult:
+    """:func:`bregman_barycenter` on ``hists`` (not logs), as a result; warns when it did not converge.
+
+    ``weights`` are broadcast against ``hists`` (trailing singleton dims for the support's dims).
+    """
+    log_bar, n_iter, errors = bregman_barycenter(safe_log(hists), weights, kernel, support, options, debiased)
+    result = BarycenterResult(
+        barycenter=log_bar.exp(),
+        weights=weights.reshape(weights.shape[: weights.dim() - len(support)]),
+        options=options,
+        debiased=debiased,
+        n_iter=n_iter,
+        errors=errors,
+        method=kernel.method,
+    )
+    warn_unconverged([result.error], options)
+    return result
