@@ -164,6 +164,39 @@ def test_float32_and_defaults_run_and_report():
     assert res.n_inner >= res.n_outer and res.alpha == 1.0 and res.loss == "square"
 
 
+def test_float64_starts_in_float32_and_ends_at_the_float64_fixed_point():
+    """mixed_precision (the float64 default): float32 iterations, then float64 ones from that plan and its
+    potentials; the result is float64's fixed point, equal to a float64-only solve to 1e-11 at tight settings."""
+    Cx, Cy, a, b = _spaces(n=12, m=9, seed=12, batch=(3,))
+    mixed = otkit.gromov_wasserstein(Cx, Cy, a, b, 0.05, **TIGHT)
+    plain = otkit.gromov_wasserstein(Cx, Cy, a, b, 0.05, mixed_precision=False, **TIGHT)
+    assert mixed.plan.dtype == F64 and bool(mixed.converged.all()) and bool(plain.converged.all())
+    torch.testing.assert_close(mixed.plan, plain.plan, rtol=0, atol=1e-11)
+    torch.testing.assert_close(mixed.distance, plain.distance, rtol=1e-10, atol=0)
+    # the float32 phase stops at its floor 1e-5; every later change is float64's, down to outer_tol
+    float32_steps = int((mixed.errors.amax(1) > 1e-5).sum())
+    assert 1 <= float32_steps < mixed.n_outer and bool((mixed.errors[-1] <= 1e-11).all())
+
+
+def test_float32_phase_that_overflows_is_dropped(monkeypatch):
+    """A float32 phase that raises FloatingPointError leaves the solve to float64 alone: the same result."""
+    import otkit.gromov.solve as gromov_solve
+
+    solve_dense = gromov_solve.solve_dense
+
+    def overflowing(cost, *args):
+        if cost.dtype == torch.float32:
+            raise FloatingPointError("Sinkhorn produced non-finite potentials")
+        return solve_dense(cost, *args)
+
+    Cx, Cy, a, b = _spaces(seed=13)
+    plain = otkit.gromov_wasserstein(Cx, Cy, a, b, 0.05, mixed_precision=False)
+    monkeypatch.setattr(gromov_solve, "solve_dense", overflowing)
+    dropped = otkit.gromov_wasserstein(Cx, Cy, a, b, 0.05)
+    assert dropped.n_outer == plain.n_outer
+    torch.testing.assert_close(dropped.plan, plain.plan, rtol=0, atol=0)
+
+
 def test_unconverged_outer_loop_warns_once():
     Cx, Cy, _, _ = _spaces(seed=10)
     with warnings.catch_warnings(record=True) as caught:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -11,7 +12,16 @@ from otkit._checks import check_cost, check_masses, compute_dtype, is_tracing, p
 from otkit.dense.result import SinkhornResult
 from otkit.dense.solve import solve_dense
 from otkit.gromov.losses import Decomposition, GromovLoss, check_loss, decompose
-from otkit.gromov.outer import SOLVERS, GromovSolver, check_alpha, check_outer, run_outer, warn_outer, weights_envelope
+from otkit.gromov.outer import (
+    SOLVERS,
+    GromovSolver,
+    OuterRun,
+    check_alpha,
+    check_outer,
+    run_outer,
+    warn_outer,
+    weights_envelope,
+)
 from otkit.gromov.result import GromovResult
 from otkit.options import SinkhornOptions, SinkhornSettings, Unpack, resolve_options
 
@@ -54,43 +64,72 @@ class _Flat:
     """The problems of a batch, flattened to ``(B, ...)``, and the state of the outer loop.
 
     Each outer step solves only the problems whose plan still moves by more than ``outer_tol`` (the others are
-    settled: a batch then costs what its problems cost one by one); the plans, potentials and costs of every
-    problem are kept here.
+    settled: a batch then costs what its problems cost one by one). The active problems' matrices and iterates are
+    kept packed, ``(B_active, ...)``, and packed again only when some settle; a settled problem's plan, potentials
+    and cost go to the batch's store. The parts of the linearised cost that do not depend on the plan are formed
+    once: ``G(P) = base - h_1(Cx) P (s h_2(Cy))^T`` (and the same with both matrices transposed when they are not
+    symmetric), ``base = alpha (f_1(Cx) a + f_2(Cy) b) (+ (1 - alpha) M)`` and ``s = alpha`` (``2 alpha`` when
+    symmetric).
     """
 
-    def __init__(self, work: Decomposition, M: Tensor | None, a: Tensor, b: Tensor, start: Tensor, batch) -> None:
+    def __init__(
+        self,
+        work: Decomposition,
+        M: Tensor | None,
+        a: Tensor,
+        b: Tensor,
+        start: Tensor,
+        batch,
+        alpha: float,
+        symmetric: bool,
+        warm: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
         n, m = a.shape[-1], b.shape[-1]
-        self.batch = batch
-        self.work = Decomposition(*(t.reshape(-1, *t.shape[-2:]) for t in (work.f1, work.f2, work.h1, work.h2)))
-        self.M = None if M is None else M.detach().reshape(-1, n, m)
-        self.a, self.b, self.plan = a.reshape(-1, n), b.reshape(-1, m), start.reshape(-1, n, m).clone()
-        self.f, self.g = torch.zeros_like(self.a), torch.zeros_like(self.b)
-        self.cost = torch.zeros_like(self.plan)
-        self.inner_error = self.a.new_zeros(self.a.shape[0])
-        self.active = torch.arange(self.a.shape[0], device=a.device)
+        self.batch, self.symmetric = batch, symmetric
+        work = Decomposition(*(t.reshape(-1, *t.shape[-2:]) for t in (work.f1, work.f2, work.h1, work.h2)))
+        a, b = a.reshape(-1, n), b.reshape(-1, m)
+        self.a, self.b = a, b
+        constant = work.constant(a, b)
+        constant = 2 * constant if symmetric else constant + work.constant(a, b, transposed=True)
+        base = alpha * constant
+        if M is not None:
+            base = base + (1 - alpha) * M.detach().reshape(-1, n, m)
+        scale = 2 * alpha if symmetric else alpha
+        plan = start.reshape(-1, n, m).clone()
+        zeros = torch.zeros_like(plan)
+        f, g = (
+            (torch.zeros_like(a), torch.zeros_like(b)) if warm is None else (t.reshape(-1, t.shape[-1]) for t in warm)
+        )
+        self.warm = warm is not None
+        self.store = {"plan": plan, "cost": zeros, "f": f, "g": g}
+        self.store["error"] = a.new_zeros(a.shape[0])
+        self.live = {"h1": work.h1, "h2": scale * work.h2, "base": base, "a": a, "b": b, **self.store}
+        self.live = {key: value.clone() if key in self.store else value for key, value in self.live.items()}
+        self.active = torch.arange(a.shape[0], device=a.device)
 
-    def step(self, alpha: float, symmetric: bool, solver: str, options: SinkhornOptions, has_init: bool):
+    def linearised(self) -> Tensor:
+        """``G(P_k)`` of the active problems ``(B_active, n, m)``."""
+        live = self.live
+        cost = torch.baddbmm(live["base"], live["h1"], live["plan"] @ live["h2"].mT, alpha=-1)
+        if not self.symmetric:
+            cost = torch.baddbmm(cost, live["h1"].mT, live["plan"] @ live["h2"], alpha=-1)
+        return cost
+
+    def step(self, solver: str, options: SinkhornOptions, has_init: bool):
         """The outer step: the linearised costs of the active problems and their inner solve."""
         eps = options.eps
 
         def step(previous: SinkhornResult | None) -> SinkhornResult:
-            idx, work = self.active, self.work
-            part = Decomposition(work.f1[idx], work.f2[idx], work.h1[idx], work.h2[idx])
-            a, b = self.a[idx], self.b[idx]
-            constant = part.constant(a, b)
-            constant = 2 * constant if symmetric else constant + part.constant(a, b, transposed=True)
-            cost = alpha * part.gradient(self.plan[idx], constant, symmetric)
-            if self.M is not None:
-                cost = cost + (1 - alpha) * self.M[idx]
+            live = self.live
+            cost = self.linearised()
             if solver == "ppa":  # the proximal term: -eps log(P_k / (a b)), exact from the previous solve
                 if previous is not None:
-                    cost = cost - (self.f[idx].unsqueeze(-1) + self.g[idx].unsqueeze(-2) - self.cost[idx])
+                    cost = cost - (live["f"].unsqueeze(-1) + live["g"].unsqueeze(-2) - live["cost"])
                 elif has_init:
-                    cost = cost - eps * _log_ratio(self.plan[idx], a.unsqueeze(-1) * b.unsqueeze(-2))
-            warm = None if previous is None else (self.f[idx], self.g[idx])
-            result = solve_dense(cost, a, b, options, warm)
-            self.f[idx], self.g[idx], self.cost[idx] = result.f, result.g, result.cost
-            self.inner_error[idx] = result.error
+                    cost = cost - eps * _log_ratio(live["plan"], live["a"].unsqueeze(-1) * live["b"].unsqueeze(-2))
+            warm = (live["f"], live["g"]) if previous is not None or self.warm else None
+            result = solve_dense(cost, live["a"], live["b"], options, warm)
+            live["f"], live["g"], live["cost"], live["error"] = result.f, result.g, result.cost, result.error
             return result
 
         return step
@@ -99,33 +138,100 @@ class _Flat:
         """The plans' relative L1 change ``(B,)`` (0 for settled problems); settles those within ``outer_tol``."""
 
         def change(previous: SinkhornResult | None, current: SinkhornResult) -> Tensor:
-            idx = self.active
+            live = self.live
             plan = current.plan
-            moved = (plan - self.plan[idx]).abs().sum((-2, -1)) / self.a[idx].sum(-1)
-            self.plan[idx] = plan
-            errors = torch.zeros_like(self.inner_error)
-            errors[idx] = moved
+            moved = (plan - live["plan"]).abs().sum((-2, -1)) / live["a"].sum(-1)
+            live["plan"] = plan
+            errors = self.store["error"].new_zeros(self.store["error"].shape)
+            errors[self.active] = moved
             if outer_tol is not None:
-                self.active = idx[moved > outer_tol]
+                keep = moved > outer_tol
+                if not bool(keep.all()):
+                    self._pack(keep)
             return errors.reshape(self.batch)
 
         return change
 
+    def _pack(self, keep: Tensor) -> None:
+        """Store the problems that settled and keep only the others (``keep``, over the active ones) live."""
+        settled = self.active[~keep]
+        for key, value in self.store.items():
+            value[settled] = self.live[key][~keep]
+        self.live = {key: value[keep] for key, value in self.live.items()}
+        self.active = self.active[keep]
+
+    def finish(self) -> None:
+        """Move the problems still active to the store (which then holds every problem's last iterate)."""
+        self._pack(torch.zeros_like(self.active, dtype=torch.bool))
+
     def solution(self, options: SinkhornOptions, last: SinkhornResult) -> SinkhornResult:
         """Every problem's last inner solve as one :class:`~otkit.SinkhornResult` ``(*batch, n, m)``."""
-        n, m = self.a.shape[-1], self.b.shape[-1]
+        self.finish()
+        n, m = self.store["f"].shape[-1], self.store["g"].shape[-1]
         return SinkhornResult(
-            f=self.f.reshape(*self.batch, n),
-            g=self.g.reshape(*self.batch, m),
-            cost=self.cost.reshape(*self.batch, n, m),
+            f=self.store["f"].reshape(*self.batch, n),
+            g=self.store["g"].reshape(*self.batch, m),
+            cost=self.store["cost"].reshape(*self.batch, n, m),
             a=self.a.reshape(*self.batch, n),
             b=self.b.reshape(*self.batch, m),
             options=options,
             n_iter=last.n_iter,
-            errors=self.inner_error.reshape(1, *self.batch),
+            errors=self.store["error"].reshape(1, *self.batch),
             domain=last.domain,
             backend=last.backend,
         )
+
+
+# A float64 problem first iterates in float32 with these tolerances at the loosest (see ``mixed_precision``).
+FLOAT32_OUTER_TOL = 1e-5
+FLOAT32_TOL = 1e-6
+
+
+def _outer_loop(
+    work: Decomposition,
+    a: Tensor,
+    b: Tensor,
+    start: Tensor,
+    has_init: bool,
+    options: SinkhornOptions,
+    max_outer: int,
+    outer_tol: float | None,
+    warm: tuple[Tensor, Tensor] | None = None,
+    *,
+    M: Tensor | None,
+    batch: torch.Size,
+    alpha: float,
+    symmetric: bool,
+    solver: str,
+) -> tuple[_Flat, OuterRun]:
+    """The outer loop from the plan ``start`` (and inner potentials ``warm``) in the dtype of ``work``."""
+    M = None if M is None else M.detach().to(work.h1.dtype)
+    flat = _Flat(work, M, a, b, start, batch, alpha, symmetric, warm)
+    return flat, run_outer(flat.step(solver, options, has_init), flat.change(outer_tol), max_outer, outer_tol)
+
+
+def _float32_start(loop, work: Decomposition, a, b, start, has_init, options, max_outer, outer_tol):
+    """The float32 iterations of a float64 solve, down to ``max(outer_tol, FLOAT32_OUTER_TOL)``.
+
+    Returns the loop's state and record, or ``None`` when float32 overflows (the solve then runs in float64 only).
+    """
+    single = Decomposition(*(t.float() for t in (work.f1, work.f2, work.h1, work.h2)))
+    tol = None if options.tol is None else max(options.tol, FLOAT32_TOL)
+    try:
+        flat, run = loop(
+            single,
+            a.float(),
+            b.float(),
+            start.float(),
+            has_init,
+            dataclasses.replace(options, tol=tol),
+            max_outer,
+            max(outer_tol, FLOAT32_OUTER_TOL),
+        )
+    except FloatingPointError:
+        return None
+    flat.finish()
+    return flat, run
 
 
 def _check_init(init: Tensor, shape: torch.Size, like: Tensor) -> Tensor:
@@ -153,6 +259,7 @@ def gromov_wasserstein(
     solver: GromovSolver = "pgd",
     max_outer: int = 1000,
     outer_tol: float | None = 1e-5,
+    mixed_precision: bool = True,
     options: SinkhornOptions | None = None,
     **settings: Unpack[SinkhornSettings],
 ) -> GromovResult:
@@ -197,6 +304,13 @@ def gromov_wasserstein(
             entropy, so ``value`` equals ``distance`` (with its envelope gradient) and ``eps`` is a step size.
         max_outer: Maximum number of outer iterations (>= 1; 1000, POT's default).
         outer_tol: Tolerance on the plan's change (see above); ``None`` runs exactly ``max_outer``.
+        mixed_precision: For float64 problems, iterate in float32 first (its products of ``n x n`` matrices cost
+            half), until every plan moves by at most ``max(outer_tol, 1e-5)`` (inner ``tol`` at least ``1e-6``),
+            then go on in float64 from that plan and its potentials. The float64 iterations decide convergence by
+            the same rule, so the result is float64's stationary point to the same tolerance; the float32
+            iterations count towards ``max_outer`` (at most ``max_outer - 1`` of them) and appear in ``errors``.
+            A float32 phase that overflows is dropped and the solve runs in float64 only. ``False``: float64
+            throughout. Ignored for other dtypes and when ``outer_tol`` is ``None``.
         options: Settings of the inner Sinkhorn solves, a :class:`~otkit.SinkhornOptions`.
         **settings: Any other field of :class:`~otkit.SinkhornOptions` for the inner solves (``max_iter``,
             ``tol``, ``domain``, ...); ``rho_a`` and ``rho_b`` must stay ``None``.
@@ -251,10 +365,20 @@ def gromov_wasserstein(
     if symmetric is None:
         symmetric = is_symmetric(Cx.detach()) and is_symmetric(Cy.detach())
     with torch.no_grad():
-        flat = _Flat(parts.detach(), M, a0, b0, start, batch)
-        run = run_outer(
-            flat.step(alpha, symmetric, solver, options, init is not None), flat.change(outer_tol), max_outer, outer_tol
+        loop = functools.partial(_outer_loop, M=M, batch=batch, alpha=alpha, symmetric=symmetric, solver=solver)
+        first, warm = None, None
+        if mixed_precision and dtype == torch.float64 and outer_tol is not None and max_outer > 1:
+            first = _float32_start(
+                loop, parts.detach(), a0, b0, start, init is not None, options, max_outer - 1, outer_tol
+            )
+        if first is not None:
+            start, warm = first[0].store["plan"].double(), (first[0].store["f"].double(), first[0].store["g"].double())
+        budget = max_outer if first is None else max_outer - first[1].n_outer
+        flat, run = loop(
+            parts.detach(), a0, b0, start, first is not None or init is not None, options, budget, outer_tol, warm
         )
+        if first is not None:
+            run = OuterRun(run.solution, torch.cat([first[1].errors, run.errors]), first[1].n_inner + run.n_inner)
         solution = flat.solution(options, run.solution)
         plan = solution.plan
         entropic = solution.value - (plan * solution.cost).sum((-2, -1))  # eps KL(P | a x b)
