@@ -37,7 +37,19 @@ __all__ = [
 
 
 class ConvergenceWarning(UserWarning):
-    """A Sinkhorn solve stopped at ``max_iter`` before every problem reached ``tol``."""
+    """A Sinkhorn solve stopped at ``max_iter`` before every problem reached ``tol``.
+
+    Raised as a warning (once per call) by every solver of otkit; the result's ``converged`` says which problems
+    did not converge.
+
+    Example:
+        >>> import warnings, torch, otkit
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     res = otkit.sinkhorn(torch.rand(8, 8), eps=1e-3, max_iter=5)
+        >>> [w.category.__name__ for w in caught], bool(res.converged)
+        (['ConvergenceWarning'], False)
+    """
 
 
 def lam(rho: float | None, eps: float) -> float:

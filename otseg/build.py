@@ -108,7 +108,14 @@ def build_otseg(
 
 
 class LoadedModel(NamedTuple):
-    """A model and what its file says about it (class names, split, step, CLIP weights, inference settings)."""
+    """A model and what its file says about it (class names, split, step, CLIP weights, inference settings).
+
+    Example:
+        >>> import otseg
+        >>> loaded = otseg.load_otseg("otseg-tiny", allow_random_clip=True)
+        >>> type(loaded.model).__name__, isinstance(loaded.meta, dict)
+        ('OTSeg', True)
+    """
 
     model: OTSeg
     meta: dict[str, Any]

@@ -177,6 +177,27 @@ def load_paper_checkpoint(model: OTSeg, path: str | Path) -> dict[str, Any]:
 
     Returns:
         A report: ``{"loaded": n, "ignored": [...]}``.
+
+    Raises:
+        CheckpointError: keys with no counterpart here, shapes that do not fit, or model weights left unset.
+
+    Example:
+        A checkpoint in the paper's layout (``backbone.``, ``decode_head.`` keys in an mmseg ``state_dict``), here
+        written from a random tiny model:
+
+        >>> import pathlib, tempfile, torch, otseg
+        >>> source, _ = otseg.load_otseg("otseg-tiny", allow_random_clip=True)
+        >>> ours_to_paper = {"image_encoder.": "backbone.", "head.descriptor.q_proj.": "decode_head.q_proj.",
+        ...                  "head.decoder.layers.": "decode_head.decoder_1.layers."}
+        >>> def paper_key(key):
+        ...     prefix = next((p for p in ours_to_paper if key.startswith(p)), "")
+        ...     return ours_to_paper.get(prefix, "") + key[len(prefix):]
+        >>> state = {paper_key(k): v for k, v in source.state_dict().items()}
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "iter_20000.pth"
+        >>> torch.save({"meta": {"iter": 20000}, "state_dict": state}, path)
+        >>> target, _ = otseg.load_otseg("otseg-tiny", allow_random_clip=True)
+        >>> otseg.load_paper_checkpoint(target, path)["loaded"] == len(state)
+        True
     """
     state = read_state_dict(path)
     mapped, ignored, unknown = map_paper_state_dict(state)

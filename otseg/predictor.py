@@ -42,6 +42,16 @@ class InferenceSettings:
         compile: ``torch.compile`` the image encoder, the bulk of the work. :class:`OTSegPredictor` compiles once
             per window size and reuses the compiled encoder: the first window pays the compilation, and whole-image
             mode on images of many sizes would compile again and again (leave it off there).
+
+    Example:
+        >>> import otseg
+        >>> settings = otseg.InferenceSettings(short_side=520, crop=480, stride=80)  # Pascal Context's test pipeline
+        >>> settings.mode, settings.precision
+        ('slide', 'fp32')
+        >>> otseg.InferenceSettings(mode="tiles")
+        Traceback (most recent call last):
+        ...
+        ValueError: ...
     """
 
     short_side: int | None = spec(512, "test resize of the short side (null: keep the image size)")

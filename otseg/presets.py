@@ -77,7 +77,23 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
 
 
 def register_preset(kind: str, path: str | Path) -> list[str]:
-    """Register a JSON file, or every ``*.json`` in a folder, as presets of ``kind``; returns the names added."""
+    """Register a JSON file, or every ``*.json`` in a folder, as presets of ``kind``; returns the names added.
+
+    A preset's name is its file's stem; a registered name shadows a packaged one of the same name.
+
+    Raises:
+        ValueError: an unknown ``kind``. FileNotFoundError: a file that does not exist.
+
+    Example:
+        >>> import json, pathlib, tempfile, otseg
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> short = {**otseg.load_preset("train", "voc-inductive"), "iters": 500}
+        >>> _ = (folder / "voc-short.json").write_text(json.dumps(short))
+        >>> otseg.register_preset("train", folder)
+        ['voc-short']
+        >>> otseg.load_preset("train", "voc-short")["iters"]
+        500
+    """
     _check_kind(kind)
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]

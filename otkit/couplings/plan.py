@@ -32,6 +32,13 @@ def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
 
     Raises:
         ValueError: for non-tensors, mismatched trailing shapes or group dims, or fewer dims than needed.
+
+    Example:
+        >>> import torch
+        >>> from otkit.couplings import squared_distances
+        >>> squared_distances(torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 2.0]]))
+        tensor([[4.],
+                [5.]])
     """
     for name, x in (("x0", x0), ("x1", x1)):
         if not isinstance(x, Tensor):

@@ -26,6 +26,14 @@ class Coupling:
             the permutation matrix divided by ``n``); ``None`` otherwise.
         solution: The :class:`~otkit.SinkhornResult` of the entropic methods (potentials, ``n_iter``,
             ``converged``); ``None`` for ``"exact"``.
+
+    Example:
+        >>> import torch
+        >>> from otkit.couplings import plan
+        >>> x0 = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> coupling = plan(x0, x0.flip(0) + 0.1, method="exact")
+        >>> coupling.assignment, round(float(coupling.value), 4), bool(coupling.converged)
+        (tensor([2, 1, 0]), 0.01, True)
     """
 
     plan: Tensor

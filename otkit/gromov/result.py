@@ -38,6 +38,14 @@ class GromovResult:
         loss: ``"square"`` or ``"kl"``.
         solver: ``"pgd"`` (mirror descent on the entropic objective) or ``"ppa"`` (proximal point iterations on
             the objective without entropy: :attr:`value` is then :attr:`distance`, with its envelope gradient).
+
+    Example:
+        >>> import torch, otkit
+        >>> x = torch.rand(3, 12, 2, generator=torch.Generator().manual_seed(0))  # a batch of 3 clouds
+        >>> Cx = torch.cdist(x, x) ** 2
+        >>> res = otkit.gromov_wasserstein(Cx, Cx, eps=0.05)  # each cloud against itself
+        >>> res.plan.shape, res.errors.shape[1:], bool(res.converged.all())
+        (torch.Size([3, 12, 12]), torch.Size([3]), True)
     """
 
     value: Tensor
