@@ -20,17 +20,23 @@ import otseg
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
-def public_doctests() -> list[doctest.DocTest]:
-    finder = doctest.DocTestFinder(recurse=True, exclude_empty=True)
-    found = []
+def public_objects() -> list[tuple[str, object]]:
+    """The public classes and functions: ``otkit.__all__``, ``otseg.__all__`` and their public modules' names."""
+    objects = []
     for package in (otkit, otseg):
         names = [(f"{package.__name__}.{name}", getattr(package, name)) for name in package.__all__]
         for qualified, obj in list(names):  # a public module's own public names (otkit.couplings)
             if inspect.ismodule(obj):
                 names += [(f"{qualified}.{name}", getattr(obj, name)) for name in obj.__all__]
-        for qualified, obj in names:
-            if inspect.isclass(obj) or inspect.isfunction(obj):
-                found += finder.find(obj, qualified, module=False, globs={})
+        objects += [(q, obj) for q, obj in names if inspect.isclass(obj) or inspect.isfunction(obj)]
+    return objects
+
+
+def public_doctests() -> list[doctest.DocTest]:
+    finder = doctest.DocTestFinder(recurse=True, exclude_empty=True)
+    found = []
+    for qualified, obj in public_objects():
+        found += finder.find(obj, qualified, module=False, globs={})
     return sorted((test for test in found if test.examples), key=lambda test: test.name)
 
 
@@ -40,6 +46,11 @@ DOCTESTS = public_doctests()
 def test_the_examples_are_found():
     names = {test.name for test in DOCTESTS}
     assert {"otkit.sinkhorn", "otkit.sinkhorn_divergence", "otseg.OTSegPredictor"} <= names, sorted(names)
+
+
+def test_every_public_class_and_function_has_an_example():
+    missing = [name for name, obj in public_objects() if ">>>" not in (obj.__doc__ or "")]
+    assert not missing, f"public names without a docstring example: {missing}"
 
 
 @pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
