@@ -178,6 +178,22 @@ def test_float64_starts_in_float32_and_ends_at_the_float64_fixed_point():
     assert 1 <= float32_steps < mixed.n_outer and bool((mixed.errors[-1] <= 1e-11).all())
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_costs_outside_float32_range_run_in_float64_only(scale):
+    """Squared distances times 1e40 (their squares overflow float32) or 1e-60 (they vanish in it): the result is
+    the float64-only solve's, exactly, and equals the unscaled problem's scaled (GW is homogeneous: distance
+    scales by scale^2 when eps does)."""
+    Cx, Cy, a, b = _spaces(seed=14)
+    unit = otkit.gromov_wasserstein(Cx, Cy, a, b, 0.05, mixed_precision=False)
+    scaled = dict(a=a, b=b, eps=0.05 * scale**2)
+    mixed = otkit.gromov_wasserstein(Cx * scale, Cy * scale, **scaled)
+    plain = otkit.gromov_wasserstein(Cx * scale, Cy * scale, mixed_precision=False, **scaled)
+    assert mixed.n_outer == plain.n_outer
+    torch.testing.assert_close(mixed.plan, plain.plan, rtol=0, atol=0)
+    torch.testing.assert_close(mixed.plan, unit.plan, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(mixed.distance / scale**2, unit.distance, rtol=1e-9, atol=0)
+
+
 def test_float32_phase_that_overflows_is_dropped(monkeypatch):
     """A float32 phase that raises FloatingPointError leaves the solve to float64 alone: the same result."""
     import otkit.gromov.solve as gromov_solve

@@ -182,9 +182,24 @@ class _Flat:
         )
 
 
-# A float64 problem first iterates in float32 with these tolerances at the loosest (see ``mixed_precision``).
+# A float64 problem first iterates in float32 with these tolerances at the loosest (see ``mixed_precision``),
+# when a bound on its linearised costs lies in FLOAT32_RANGE (well inside float32's, so no entry over- or
+# underflows).
 FLOAT32_OUTER_TOL = 1e-5
 FLOAT32_TOL = 1e-6
+FLOAT32_RANGE = (1e-20, 1e20)
+
+
+def _fits_float32(work: Decomposition, M: Tensor | None, mass: Tensor) -> bool:
+    """Whether a bound on every entry of the batch's linearised costs lies in :data:`FLOAT32_RANGE`.
+
+    The bound is ``2 |a|_1 (max|f_1| + max|f_2| + max|h_1| max|h_2|) + max|M|`` (one host read).
+    """
+    top = [t.abs().amax() for t in (work.f1, work.f2, work.h1, work.h2)]
+    bound = 2 * mass.amax() * (top[0] + top[1] + top[2] * top[3])
+    if M is not None:
+        bound = bound + M.abs().amax()
+    return FLOAT32_RANGE[0] < float(bound) < FLOAT32_RANGE[1]
 
 
 def _outer_loop(
@@ -309,8 +324,9 @@ def gromov_wasserstein(
             then go on in float64 from that plan and its potentials. The float64 iterations decide convergence by
             the same rule, so the result is float64's stationary point to the same tolerance; the float32
             iterations count towards ``max_outer`` (at most ``max_outer - 1`` of them) and appear in ``errors``.
-            A float32 phase that overflows is dropped and the solve runs in float64 only. ``False``: float64
-            throughout. Ignored for other dtypes and when ``outer_tol`` is ``None``.
+            A batch whose costs would leave float32's range (a bound on the linearised costs outside
+            ``[1e-20, 1e20]``) runs in float64 only, as does a solve whose float32 phase overflows. ``False``:
+            float64 throughout. Ignored for other dtypes and when ``outer_tol`` is ``None``.
         options: Settings of the inner Sinkhorn solves, a :class:`~otkit.SinkhornOptions`.
         **settings: Any other field of :class:`~otkit.SinkhornOptions` for the inner solves (``max_iter``,
             ``tol``, ``domain``, ...); ``rho_a`` and ``rho_b`` must stay ``None``.
@@ -367,7 +383,13 @@ def gromov_wasserstein(
     with torch.no_grad():
         loop = functools.partial(_outer_loop, M=M, batch=batch, alpha=alpha, symmetric=symmetric, solver=solver)
         first, warm = None, None
-        if mixed_precision and dtype == torch.float64 and outer_tol is not None and max_outer > 1:
+        if (
+            mixed_precision
+            and dtype == torch.float64
+            and outer_tol is not None
+            and max_outer > 1
+            and _fits_float32(parts, M, a0.sum(-1))
+        ):
             first = _float32_start(
                 loop, parts.detach(), a0, b0, start, init is not None, options, max_outer - 1, outer_tol
             )
