@@ -61,15 +61,6 @@ class Decomposition:
         cols = (f2 @ b.unsqueeze(-1)).squeeze(-1)
         return rows.unsqueeze(-1) + cols.unsqueeze(-2)
 
-    def gradient(self, plan: Tensor, constant: Tensor, symmetric: bool) -> Tensor:
-        """``dF/dP`` at ``plan``, ``(..., n, m)``.
-
-        ``constant`` is twice :meth:`constant` for symmetric matrices, its sum over both orientations otherwise.
-        """
-        if symmetric:
-            return constant - 2 * self.cross(plan)
-        return constant - self.cross(plan) - self.cross(plan, transposed=True)
-
     def quadratic(self, plan: Tensor) -> Tensor:
         """``F(P)`` per problem ``(...)``, differentiable in the matrices (and the plan).
 

@@ -93,7 +93,7 @@ class _Flat:
         constant = 2 * constant if symmetric else constant + work.constant(a, b, transposed=True)
         base = alpha * constant
         if M is not None:
-            base = base + (1 - alpha) * M.detach().reshape(-1, n, m)
+            base = base + (1 - alpha) * M.reshape(-1, n, m)
         scale = 2 * alpha if symmetric else alpha
         plan = start.reshape(-1, n, m).clone()
         zeros = torch.zeros_like(plan)
@@ -103,8 +103,8 @@ class _Flat:
         self.warm = warm is not None
         self.store = {"plan": plan, "cost": zeros, "f": f, "g": g}
         self.store["error"] = a.new_zeros(a.shape[0])
-        self.live = {"h1": work.h1, "h2": scale * work.h2, "base": base, "a": a, "b": b, **self.store}
-        self.live = {key: value.clone() if key in self.store else value for key, value in self.live.items()}
+        iterates = {key: value.clone() for key, value in self.store.items()}
+        self.live = {"h1": work.h1, "h2": scale * work.h2, "base": base, "a": a, "b": b, **iterates}
         self.active = torch.arange(a.shape[0], device=a.device)
 
     def linearised(self) -> Tensor:
@@ -381,6 +381,7 @@ def gromov_wasserstein(
     if symmetric is None:
         symmetric = is_symmetric(Cx.detach()) and is_symmetric(Cy.detach())
     with torch.no_grad():
+        work = parts.detach()
         loop = functools.partial(_outer_loop, M=M, batch=batch, alpha=alpha, symmetric=symmetric, solver=solver)
         first, warm = None, None
         if (
@@ -388,21 +389,17 @@ def gromov_wasserstein(
             and dtype == torch.float64
             and outer_tol is not None
             and max_outer > 1
-            and _fits_float32(parts, M, a0.sum(-1))
+            and _fits_float32(work, M, a0.sum(-1))
         ):
-            first = _float32_start(
-                loop, parts.detach(), a0, b0, start, init is not None, options, max_outer - 1, outer_tol
-            )
+            first = _float32_start(loop, work, a0, b0, start, init is not None, options, max_outer - 1, outer_tol)
         if first is not None:
             start, warm = first[0].store["plan"].double(), (first[0].store["f"].double(), first[0].store["g"].double())
         budget = max_outer if first is None else max_outer - first[1].n_outer
-        flat, run = loop(
-            parts.detach(), a0, b0, start, first is not None or init is not None, options, budget, outer_tol, warm
-        )
+        flat, run = loop(work, a0, b0, start, first is not None or init is not None, options, budget, outer_tol, warm)
         if first is not None:
             run = OuterRun(run.solution, torch.cat([first[1].errors, run.errors]), first[1].n_inner + run.n_inner)
         solution = flat.solution(options, run.solution)
-        plan = solution.plan
+        plan = flat.store["plan"].reshape(*batch, n, m)  # the last inner solve's plan, formed by the loop
         entropic = solution.value - (plan * solution.cost).sum((-2, -1))  # eps KL(P | a x b)
     distance = alpha * parts.quadratic(plan)
     if M is not None:
