@@ -49,6 +49,19 @@ def test_outputs_and_gradients_equal_the_plain_loop(shape, tau):
     torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("n_iter", [1, 2, 5, 6, 7, 11, 53])
+@pytest.mark.parametrize("shape", [(12, 4, 4), (2, 12, 30)])
+def test_every_iteration_count_equals_the_plain_loop(n_iter, shape):
+    """The scaled iterations re-anchor every few iterations: counts on and off those boundaries, both layouts."""
+    log_alpha = (2 * torch.randn(shape, dtype=F64)).requires_grad_()
+    weights = torch.randn(shape, dtype=F64)
+    out, ref = otkit.sinkhorn_knopp(log_alpha, n_iter, 0.4), plain_loop(log_alpha, n_iter, 0.4)
+    (grad,) = torch.autograd.grad((out * weights).sum(), log_alpha)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), log_alpha)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-11)
+
+
 @pytest.mark.parametrize("shape", [(40, 4, 4), (7, 9, 10)])
 def test_cache_blocks_give_the_same_result(shape, monkeypatch):
     log_alpha = torch.randn(shape, dtype=F64, requires_grad=True)

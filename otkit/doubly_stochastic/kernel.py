@@ -11,7 +11,7 @@ with max-stabilised log-sum-exps. The forward also writes what the backward need
 normalisers ``r_k``, ``c_k`` (``n m + n_iter (n + m)`` float32 numbers per matrix, as the PyTorch path keeps).
 The backward kernel walks the iterations in reverse on chip, rebuilding ``y = x + c_k`` and ``x = y + r_k`` and
 applying the adjoints of the two normalisations (``dy = dx - 2^x * sum_i dx``, ``dx = dy - 2^y * sum_j dy``):
-the same reverse pass as :func:`otkit.doubly_stochastic.unrolled.reverse`.
+the adjoints that :func:`otkit.doubly_stochastic.unrolled.reverse` applies, with the exponentials recomputed on chip.
 
 Padding entries hold ``-inf`` and padded rows and columns get zero normalisers, so they never meet a real entry.
 Inputs may be float32, float16 or bfloat16 (computed in float32). This module imports triton: the dispatch in

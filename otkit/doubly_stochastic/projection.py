@@ -65,9 +65,9 @@ def _implicit(log_alpha: Tensor, n_iter: int, tau: float, dtype: torch.dtype) ->
     w = torch.full((m,), 1.0 / m, dtype=dtype, device=cost.device).expand(b, m)
 
     def run(cost: Tensor, a: Tensor, w: Tensor) -> Iterate:
-        _, r, c = iterate(-cost / tau, n_iter, False)
-        f = -tau * (r.sum(0).squeeze(-1) - math.log(n))
-        g = -tau * c.sum(0).squeeze(-2)
+        rows, cols = iterate(-cost / tau, n_iter, False)[1].totals()
+        f = -tau * (rows.squeeze(-1) - math.log(n))
+        g = -tau * cols.squeeze(-2)
         return Iterate(f=f, g=g, n_iter=n_iter, errors=f.new_zeros((0, b)))
 
     options = SinkhornOptions(eps=tau, max_iter=n_iter, tol=None)
