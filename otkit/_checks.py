@@ -105,7 +105,8 @@ def check_precision(cost: Tensor, eps: float) -> None:
     if is_tracing():
         return
     limit = PRECISION_LIMIT[cost.dtype]
-    ratio = float(cost.detach().abs().max()) / eps
+    low, high = torch.aminmax(cost.detach())  # one pass, no |cost| matrix
+    ratio = max(float(high), -float(low)) / eps
     if ratio > limit:
         raise ValueError(
             f"max |cost| / eps = {ratio:.3g} exceeds {limit:.0e}, beyond what {cost.dtype} resolves: the plan would "

@@ -11,9 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("otkit", "otseg", "cli", "benchmarks")
 
-# otkit's base: settings, input checks, the stopping rule, results' base, lazy triton, deprecations.
+# otkit's base: settings, input checks, the stopping rule, results' base, lazy triton, deprecations, exp2.
 OTKIT_BASE = {"otkit.options", "otkit._checks", "otkit._convergence", "otkit._solution", "otkit._triton"}
-OTKIT_BASE |= {"otkit._deprecation"}
+OTKIT_BASE |= {"otkit._deprecation", "otkit._exp2"}
 
 # Each part may import only the parts listed (besides itself and third-party libraries).
 ALLOWED = {

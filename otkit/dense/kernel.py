@@ -40,6 +40,7 @@ from torch import Tensor
 from triton.language.extra import libdevice
 
 from otkit._convergence import lams
+from otkit._exp2 import LOG2_E
 from otkit._triton import interpreting
 from otkit.options import SinkhornOptions
 
@@ -284,7 +285,7 @@ def triton_sinkhorn(
             *a.stride(),
             *b.stride(),
             *init.stride(),
-            1.4426950408889634 / eps,  # log2(e) / eps
+            LOG2_E / eps,
             lam_a,
             lam_b,
             0.0 if rho_b is None else eps / rho_b,

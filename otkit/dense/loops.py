@@ -26,6 +26,7 @@ from torch import Tensor
 
 from otkit._checks import is_tracing
 from otkit._convergence import is_check, lams, marginal_error, should_stop
+from otkit._exp2 import LOG2_E
 from otkit._solution import Iterate
 from otkit.options import SinkhornOptions
 
@@ -106,18 +107,19 @@ def kernel_domain_is_safe(cost: Tensor, eps: float, unbalanced: bool, f0: Tensor
 
 
 def _kernel_matrix(cost: Tensor, f0: Tensor, g0: Tensor | None, eps: float, transposed: bool) -> Tensor:
-    """``K = exp((f0_i + g0_j - C_ij) / eps)`` stored longer axis last; two passes when autograd is off."""
+    """``K = exp((f0_i + g0_j - C_ij) / eps)`` stored longer axis last, as an ``exp2``; in place without autograd."""
+    scale = LOG2_E / eps
     f0 = f0.unsqueeze(-2) if transposed else f0.unsqueeze(-1)
     g0 = None if g0 is None else (g0.unsqueeze(-1) if transposed else g0.unsqueeze(-2))
     layout = cost.transpose(-1, -2) if transposed else cost  # (*batch, m, n) or (*batch, n, m)
     if torch.is_grad_enabled() and cost.requires_grad:
         log_k = (f0 - layout) if g0 is None else (f0 + g0 - layout)
-        return torch.exp(log_k / eps).contiguous()
+        return torch.exp2(log_k * scale).contiguous()
     kernel = torch.empty(layout.shape, dtype=cost.dtype, device=cost.device)
-    torch.sub(f0 / eps, layout, alpha=1 / eps, out=kernel)
+    torch.sub(f0 * scale, layout, alpha=scale, out=kernel)
     if g0 is not None:
-        kernel.add_(g0 / eps)
-    return kernel.exp_()
+        kernel.add_(g0 * scale)
+    return kernel.exp2_()
 
 
 def solve_kernel(
@@ -139,15 +141,13 @@ def solve_kernel(
     log_alpha = None if rho_a is None else -f0 / (rho_a + eps)
     log_beta = None if (rho_b is None or g0 is None) else -g0 / (rho_b + eps)
 
+    # Both products are a row vector times a matrix: on one thread, w^T K^T ran 2x to 10x faster than
+    # linalg.vecdot(K, w) (which forms K * w) and than K @ w (a slow batched path) at 1024^2 to 4096^2 and 16 x 256^2.
     def rows(w: Tensor) -> Tensor:  # (K w)_i = sum_j K_ij w_j, w (*batch, m) -> (*batch, n)
-        if transposed:
-            return (w.unsqueeze(-2) @ kernel).squeeze(-2)
-        return torch.linalg.vecdot(kernel, w.unsqueeze(-2), dim=-1)
+        return (w.unsqueeze(-2) @ (kernel if transposed else kernel.transpose(-1, -2))).squeeze(-2)
 
     def cols(w: Tensor) -> Tensor:  # (K^T w)_j = sum_i K_ij w_i, w (*batch, n) -> (*batch, m)
-        if transposed:
-            return torch.linalg.vecdot(kernel, w.unsqueeze(-2), dim=-1)
-        return (w.unsqueeze(-2) @ kernel).squeeze(-2)
+        return (w.unsqueeze(-2) @ (kernel.transpose(-1, -2) if transposed else kernel)).squeeze(-2)
 
     def log_scaling(s: Tensor, lam: float, log_offset: Tensor | None) -> Tensor:  # log u = log alpha - lam log s
         log_s = torch.log(s)

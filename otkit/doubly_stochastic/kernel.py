@@ -29,10 +29,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from otkit._exp2 import LOG2_E
+
 __all__ = ["TILE_ELEMENTS", "TritonSinkhornKnopp"]
 
 TILE_ELEMENTS = 2048  # padded entries per program: BLOCK_B = TILE_ELEMENTS / (N M) matrices
-LOG2_E = 1 / math.log(2)
 
 
 @triton.jit
