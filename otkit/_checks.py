@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "all_finite",
     "caller_stacklevel",
     "check_cost",
     "check_masses",
@@ -75,6 +76,15 @@ def check_rho(rho: float | None, name: str) -> float | None:
     return rho
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite, in one reduction pass (one host read).
+
+    A NaN or Inf anywhere makes the sum non-finite; only then (or when finite entries overflow the sum) are the
+    entries looked at one by one.
+    """
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 def check_cost(cost: Tensor, name: str = "cost") -> None:
     """Check that ``cost`` is a floating tensor ``(..., n, m)`` with non-empty dims and finite entries."""
     if not isinstance(cost, Tensor):
@@ -91,8 +101,7 @@ def check_cost(cost: Tensor, name: str = "cost") -> None:
             f"{name} has an empty dimension, shape {tuple(cost.shape)}: every problem needs n >= 1 and m >= 1 "
             "points and every batch dim must be >= 1."
         )
-    # one reduction pass: a NaN or Inf anywhere makes the sum non-finite; only then (or on overflow) look closer
-    if not is_tracing() and not bool(torch.isfinite(cost.sum())) and not bool(torch.isfinite(cost).all()):
+    if not is_tracing() and not all_finite(cost):
         bad = "NaN" if bool(torch.isnan(cost).any()) else "Inf"
         raise ValueError(
             f"{name} contains {bad} values. Sinkhorn needs finite costs: replace them (for example with a large "
@@ -151,7 +160,7 @@ def prepare_marginal(weights: Tensor | None, shape: torch.Size, like: Tensor, na
             f"{tuple(shape)}. Give it shape ({dim_name},) or (*batch, {dim_name})."
         ) from None
     if not is_tracing():
-        if not bool(torch.isfinite(weights).all()):
+        if not all_finite(weights):
             raise ValueError(f"{name} contains NaN or Inf values; marginal weights must be finite.")
         if bool((weights < 0).any()):
             raise ValueError(f"{name} has negative entries; marginal weights must be >= 0.")
@@ -190,7 +199,7 @@ def prepare_init(
             pot = pot.expand(shape)
         except RuntimeError:
             raise ValueError(f"{name} of shape {tuple(pot.shape)} does not broadcast to {tuple(shape)}.") from None
-        if not is_tracing() and not bool(torch.isfinite(pot).all()):
+        if not is_tracing() and not all_finite(pot):
             raise ValueError(f"{name} contains NaN or Inf; pass finite potentials, e.g. from a previous result.")
         out.append(pot)
     return out[0], out[1]

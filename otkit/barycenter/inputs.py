@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from otkit._checks import compute_dtype, is_tracing
+from otkit._checks import all_finite, compute_dtype, is_tracing
 from otkit.options import SinkhornOptions
 
 __all__ = ["check_iteration_options", "prepare_hists", "prepare_weights"]
@@ -44,7 +44,7 @@ def prepare_hists(hists: Tensor, event: int, name: str, shape_text: str) -> Tens
 
 def _check_values(hists: Tensor, event: int, name: str) -> None:
     """The data checks of :func:`prepare_hists` (one host read each)."""
-    if not bool(torch.isfinite(hists).all()):
+    if not all_finite(hists):
         raise ValueError(f"{name} contains NaN or Inf values; the inputs must be finite.")
     if bool((hists < 0).any()):
         raise ValueError(f"{name} has negative entries; the inputs are measures, their entries must be >= 0.")
@@ -78,7 +78,7 @@ def prepare_weights(weights: Tensor | None, batch_k: torch.Size, like: Tensor) -
             f"{tuple(batch_k)}. Give them shape ({k},) or (*batch, {k})."
         ) from None
     if not is_tracing():
-        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        if not all_finite(weights) or bool((weights < 0).any()):
             raise ValueError("weights must be finite and >= 0 (barycentric coordinates).")
         if bool((weights.sum(-1) <= 0).any()):
             raise ValueError("weights sum to 0 in at least one problem; give at least one input a positive weight.")

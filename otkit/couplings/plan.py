@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from otkit._checks import check_positive_float
+from otkit._checks import all_finite, check_positive_float
 from otkit.couplings.assignment import linear_assignment
 from otkit.couplings.result import Coupling
 from otkit.dense import sinkhorn
@@ -64,7 +64,8 @@ def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
     centre = flat0.mean(-2, keepdim=True)  # |x|^2 + |y|^2 - 2<x, y> is accurate for centred points
     flat0, flat1 = flat0 - centre, flat1 - centre
     rows, cols = flat0.reshape(-1, *flat0.shape[-2:]), flat1.reshape(-1, *flat1.shape[-2:])  # (B, n, d), (B, m, d)
-    norms = rows.square().sum(-1).unsqueeze(-1) + cols.square().sum(-1).unsqueeze(-2)
+    norms = torch.linalg.vector_norm(rows, dim=-1).square().unsqueeze(-1)  # one pass, no squared copy
+    norms = norms + torch.linalg.vector_norm(cols, dim=-1).square().unsqueeze(-2)
     cost = torch.baddbmm(norms, rows, cols.transpose(1, 2), alpha=-2.0).clamp_min_(0)  # one fused product
     return cost.reshape(*flat0.shape[:-1], flat1.shape[-2])
 
@@ -191,7 +192,7 @@ def _entropic(
         eps = check_positive_float(eps, "eps")
     solution = sinkhorn(cost, eps=eps, options=options, **settings)
     matrix = solution.plan
-    if not bool(torch.isfinite(matrix.sum())):  # entries are >= 0: a finite sum means finite entries
+    if not all_finite(matrix):
         raise FloatingPointError(
             f"the {method} plan has non-finite entries; raise eps, or pass normalize_cost=True to scale the cost."
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from otkit._checks import all_finite
 from otkit.couplings.assignment import linear_assignment
 from otkit.doubly_stochastic.projection import check_log_alpha
 
@@ -48,7 +49,7 @@ def matching(log_alpha: Tensor) -> Tensor:
             f"matching assigns every row to a distinct column and needs n <= m, got shape {tuple(log_alpha.shape)}. "
             "Match the transpose (log_alpha.transpose(-1, -2)) instead."
         )
-    if not bool(torch.isfinite(log_alpha).all()):
+    if not all_finite(log_alpha):
         raise ValueError(
             "log_alpha holds infinite entries; matching needs finite scores: give forbidden pairs a very low finite "
             "score instead of -inf."

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from otkit._checks import compute_dtype, is_tracing
+from otkit._checks import all_finite, compute_dtype, is_tracing
 from otkit.geometry.backend import stream_backend
 
 __all__ = ["COSTS", "Cost", "CostName", "Geometry", "check_points", "pairwise_cost", "unit_vectors"]
@@ -66,7 +66,7 @@ def _check_cloud(x: Tensor, name: str) -> None:
             f"{name} must have shape (..., points, dim) with at least one point, one dim and non-empty batch dims, "
             f"got {tuple(x.shape)}."
         )
-    if not is_tracing() and not bool(torch.isfinite(x).all()):
+    if not is_tracing() and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf coordinates; clean or drop those points.")
 
 
@@ -150,7 +150,7 @@ def _dense(x: Tensor, y: Tensor, cost: Cost) -> Tensor:
             f"the cost callable must return a tensor of shape {tuple(expected)} (..., n, m), got "
             f"{tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__}."
         )
-    if not is_tracing() and not bool(torch.isfinite(matrix).all()):
+    if not is_tracing() and not all_finite(matrix):
         raise ValueError("the cost callable returned NaN or Inf entries; it must give finite costs.")
     return matrix.to(x.dtype)
 

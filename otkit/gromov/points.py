@@ -22,7 +22,7 @@ import functools
 import torch
 from torch import Tensor
 
-from otkit._checks import check_masses, compute_dtype, is_tracing, prepare_marginal
+from otkit._checks import all_finite, check_masses, compute_dtype, is_tracing, prepare_marginal
 from otkit.geometry.costs import Geometry
 from otkit.geometry.storage import Storage
 from otkit.geometry.tiles import exp_tiles
@@ -42,7 +42,7 @@ def _check_cloud(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a floating tensor of shape (..., points, dim), got {got}.")
     if x.dim() < 2 or x.numel() == 0:
         raise ValueError(f"{name} must have shape (..., points, dim), non-empty, got {tuple(x.shape)}.")
-    if not is_tracing() and not bool(torch.isfinite(x).all()):
+    if not is_tracing() and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf coordinates; clean or drop those points.")
 
 
