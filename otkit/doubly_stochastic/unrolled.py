@@ -98,7 +98,7 @@ def iterate(x0: Tensor, n_iter: int, layout_batch_last: bool) -> tuple[Tensor, N
     (rows) and ``n -> 1`` (columns), stacked on a leading dim where per iteration.
 
     After the first iteration the iterate is ``exp(X) * a * b`` with row and column scalings ``a = 1 / (K b)``,
-    ``b = 1 / (K^T a)`` of ``K = exp(X)``: two multiply-and-sum passes an iteration, and every
+    ``b = 1 / (K^T a)`` of ``K = exp(X)``: a divide and a sum per half-iteration, and every
     :data:`ANCHOR_EVERY` iterations the scalings are absorbed into the log-iterate ``X`` and ``K`` recomputed.
     """
     row, col = _dims(layout_batch_last)
