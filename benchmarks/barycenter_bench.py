@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from benchmarks.harness import (
     print_table,
     rows_as_dicts,
     time_call,
+    timed,
     write_json,
 )
 
@@ -71,13 +71,6 @@ def shapes(k: int, size: int) -> torch.Tensor:
     return images / images.sum((-1, -2), keepdim=True)
 
 
-def timed_once(fn):
-    """``(ms, fn())`` of one run: POT's log domain takes seconds per iteration at 256 x 256."""
-    start = time.perf_counter()
-    out = fn()
-    return (time.perf_counter() - start) * 1e3, out
-
-
 def _row(suite, problem, mode, method, ms, reference_ms, reference, **extra) -> BenchRow:
     ratio = None if ms is None or reference_ms is None else reference_ms / ms
     return BenchRow(suite, problem, mode, method, ms, ratio, reference, extra)
@@ -105,7 +98,7 @@ def _convolutional_problem(args: argparse.Namespace, eps: float, iters: int) -> 
     def ours(dtype):
         return otkit.convolutional_barycenter(images.to(dtype), weights, eps, tol=None, max_iter=iters)
 
-    pot_log_ms, reference = timed_once(lambda: pot("sinkhorn_log"))
+    pot_log_ms, reference = timed(lambda: pot("sinkhorn_log"))  # one run: seconds per iteration at 256 x 256
     with np.errstate(all="ignore"):  # POT's scaling domain underflows at small eps (its values are not used)
         pot_kernel_ms = time_call(lambda: pot("sinkhorn"), repeat=1, warmup=0)
     rows = [
@@ -159,7 +152,7 @@ def fixed_suite(args: argparse.Namespace) -> list[BenchRow]:
     def ours():
         return otkit.sinkhorn_barycenter(hists, cost, eps=eps, tol=None, max_iter=iters)
 
-    pot_log_ms, reference = timed_once(lambda: pot("sinkhorn_log"))
+    pot_log_ms, reference = timed(lambda: pot("sinkhorn_log"))  # one run: seconds per iteration at 256 x 256
     pot_kernel_ms = time_call(lambda: pot("sinkhorn"), repeat=1, warmup=0)
     bar = ours().barycenter.numpy()
     ms = time_call(ours, repeat=args.repeat)

@@ -27,7 +27,6 @@ Results go to ``benchmarks/results/doubly_stochastic_<device>[_quick].json``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -44,9 +43,9 @@ from benchmarks.harness import (
     check_repeat_and_device,
     console,
     environment,
+    interleaved_ms,
     print_table,
     rows_as_dicts,
-    sync,
     write_json,
 )
 
@@ -90,20 +89,6 @@ def saved_bytes(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn(x)
     return total
-
-
-def interleaved_ms(calls: dict[str, Callable[[], object]], repeat: int, device: str) -> dict[str, float]:
-    """Median milliseconds of each call over ``repeat`` rounds (one warm-up round), each round calling all."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_ in range(repeat + 1):
-        for name, call in calls.items():
-            sync(device)
-            start = time.perf_counter()
-            call()
-            sync(device)
-            if round_:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def suite(

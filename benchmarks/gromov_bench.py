@@ -32,7 +32,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `benchmarks` importable
 
 import otkit
-from benchmarks.harness import BenchRow, PeakMemory, console, environment, print_table, rows_as_dicts, write_json
+from benchmarks.harness import (
+    BenchRow,
+    PeakMemory,
+    console,
+    environment,
+    print_table,
+    rows_as_dicts,
+    timed,
+    write_json,
+)
 
 SUITES = ("batch", "single", "memory")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,18 +63,6 @@ def intra_costs(x: torch.Tensor) -> torch.Tensor:
     """Squared distances within each cloud, scaled to a unit maximum per problem, ``(batch, n, n)``."""
     cost = torch.cdist(x, x) ** 2
     return cost / cost.amax((-2, -1), keepdim=True)
-
-
-def _timed(run: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
-    """Median milliseconds of ``repeat`` runs (after one warm-up when ``repeat > 1``) and the last values."""
-    if repeat > 1:
-        run()
-    times, values = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        values = run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times)), np.asarray(values, dtype=np.float64)
 
 
 def _pot_loop(Cx: torch.Tensor, Cy: torch.Tensor, backend: str, dtype: torch.dtype) -> Callable[[], np.ndarray]:
@@ -142,7 +139,8 @@ def gromov_suite(batch: int, n: int, repeat: int, with_points: bool, every_metho
     measured = {}
     for method, (run, times) in methods.items():
         with console.status(f"GW {name}: {method}..."):
-            measured[method] = _timed(run, times)
+            ms, values = timed(run, repeat=times)
+            measured[method] = ms, np.asarray(values, dtype=np.float64)
     rows = []
     for method, (ms, values) in measured.items():
         proximal = "ppa" in method

@@ -88,18 +88,46 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> float:
-    """Median wall time of ``fn()`` in milliseconds, synchronising the device around each call."""
-    for _ in range(warmup):
+def timed(
+    fn: Callable[[], Any], *, repeat: int = 1, warmup: int | None = None, device: str = "cpu"
+) -> tuple[float, Any]:
+    """Median wall time of ``fn()`` in milliseconds over ``repeat`` runs, and the last run's value.
+
+    ``warmup`` runs come first (default: one when ``repeat > 1``, none for a single timed run, for references that
+    take seconds); the device is synchronised around each call.
+    """
+    for _ in range(warmup if warmup is not None else int(repeat > 1)):
         fn()
-    times = []
+    times, value = [], None
     for _ in range(repeat):
         sync(device)
         start = time.perf_counter()
-        fn()
+        value = fn()
         sync(device)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), value
+
+
+def time_call(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> float:
+    """Median wall time of ``fn()`` in milliseconds, synchronising the device around each call."""
+    return timed(fn, repeat=repeat, warmup=warmup, device=device)[0]
+
+
+def interleaved_ms(calls: dict[str, Callable[[], object]], repeat: int, device: str) -> dict[str, float]:
+    """Median milliseconds of each call over ``repeat`` rounds (one warm-up round), each round calling all.
+
+    A shared machine's load then hits every method alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(repeat + 1):
+        for name, call in calls.items():
+            sync(device)
+            start = time.perf_counter()
+            call()
+            sync(device)
+            if round_:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 class _MallInfo2(ctypes.Structure):

@@ -23,6 +23,7 @@ Prices and costs are float64, so the gap holds to float64 rounding.
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
@@ -202,6 +203,11 @@ def _serial_bids(
     """
     owners, columns, price_list, eps_list = owner.tolist(), column.tolist(), prices.tolist(), eps.tolist()
     gains = torch.empty(n, dtype=prices.dtype, device=prices.device)
+    # On the CPU each new price goes straight into the tensor's memory, a ctypes store (0.1 us) instead of a
+    # select and a fill (2.3 us, a fifth of a bid); the tensor must hold it when a list is made again.
+    memory = None
+    if prices.device.type == "cpu" and prices.dtype == torch.float64 and prices.is_contiguous():
+        memory = (ctypes.c_double * prices.numel()).from_address(prices.data_ptr())
     keep = min(CANDIDATES, n - 1)
     while stack:
         row = stack.pop()
@@ -226,7 +232,10 @@ def _serial_bids(
             lists[row] = listed
         price = price_list[target] + (first - max(second, listed[2])) + eps_list[row // n]
         price_list[target] = price
-        prices.select(0, target).fill_(price)
+        if memory is None:
+            prices.select(0, target).fill_(price)
+        else:
+            memory[target] = price
         previous = owners[target]
         if previous >= 0:
             columns[previous] = -1
