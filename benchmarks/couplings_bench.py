@@ -1,6 +1,6 @@
 """Minibatch OT couplings: otkit.couplings.OTPlanSampler against torchcfm 1.0.7's, in one process; ratios and JSON.
 
-Run from the repository root: ``python benchmarks/couplings_bench.py [--quick] [--repeat 3] [--out PATH]`` (or
+Run from the repository root: ``python benchmarks/couplings_bench.py [--quick] [--repeat 5] [--out PATH]`` (or
 ``python -m benchmarks.couplings_bench``). For each batch size (256, 1024), dimension (2, 3072) and method
 (``"exact"``, ``"sinkhorn"`` with reg 0.05), both samplers draw a full OT-CFM minibatch (``sample_plan``) from
 the same float32 noise and data batches; ratio = torchcfm time / otkit time. Equal values are checked: the exact
@@ -82,7 +82,7 @@ def coupling_suite(sizes: tuple[tuple[int, int], ...], repeat: int) -> list[Benc
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="batch 64 only (the test suite runs this)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per sampler, 1 to 100 (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per sampler, 1 to 100 (default 5)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/couplings_cpu.json)")
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 100:
