@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import ot
 import pytest
@@ -54,6 +56,24 @@ def test_both_assignment_methods_agree_at_the_size_that_switches_them():
         sigma = linear_assignment(cost)
         for c, s in zip(cost, sigma, strict=True):
             assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(n * _emd_value(c), rel=1e-9)
+
+
+def test_a_warm_start_stage_that_is_not_finite_leaves_the_first_stage_prices(monkeypatch):
+    """Any starting prices are valid: a problem whose second warm-start stage fails keeps the first stage's."""
+    from otkit.couplings import assignment
+
+    real = assignment.solve_iterations
+
+    def failing_for_problem_0(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.g[0] = math.nan
+        return result
+
+    monkeypatch.setattr(assignment, "solve_iterations", failing_for_problem_0)
+    cost = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for c, s in zip(cost, linear_assignment(cost), strict=True):
+        assert sorted(s.tolist()) == list(range(40))
+        assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(40 * _emd_value(c), rel=1e-9)
 
 
 @pytest.mark.parametrize(("n", "m"), [(6, 4), (5, 3), (12, 8)])
