@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from otkit._exp2 import LOG2_E
 from otkit._solution import Solution, generalised_kl, safe_log
 
 __all__ = ["SinkhornResult"]
@@ -53,16 +52,11 @@ class SinkhornResult(Solution):
     def plan(self) -> Tensor:
         """The transport plan ``(*batch, n, m)``, differentiable through the potentials and the inputs.
 
-        Computed as ``exp((f + g - C) / eps + log a + log b)`` (as an ``exp2``, in one buffer when no gradient is
-        recorded): a zero weight gives an exact zero even where the exponent of its (meaningless) potential is
-        huge, and a zero gradient.
+        Computed as ``exp((f + g - C) / eps + log a + log b)``: a zero weight gives an exact zero even where the
+        exponent of its (meaningless) potential is huge, and a zero gradient.
         """
-        scale = LOG2_E / self.eps
-        rows = (self.f * scale + safe_log(self.a) * LOG2_E).unsqueeze(-1)
-        cols = (self.g * scale + safe_log(self.b) * LOG2_E).unsqueeze(-2)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (rows, cols, self.cost)):
-            return torch.exp2(rows - self.cost * scale + cols)
-        return torch.sub(rows, self.cost, alpha=scale).add_(cols).exp2_()
+        log_kernel = (self.f.unsqueeze(-1) + self.g.unsqueeze(-2) - self.cost) / self.eps
+        return torch.exp(log_kernel + safe_log(self.a).unsqueeze(-1) + safe_log(self.b).unsqueeze(-2))
 
     def marginals(self) -> tuple[Tensor, Tensor]:
         """Row and column sums of the plan, ``(*batch, n)`` and ``(*batch, m)``."""
