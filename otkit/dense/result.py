@@ -53,10 +53,15 @@ class SinkhornResult(Solution):
         """The transport plan ``(*batch, n, m)``, differentiable through the potentials and the inputs.
 
         Computed as ``exp((f + g - C) / eps + log a + log b)``: a zero weight gives an exact zero even where the
-        exponent of its (meaningless) potential is huge, and a zero gradient.
+        exponent of its (meaningless) potential is huge, and a zero gradient. Without a gradient to record, the
+        same operations in the same order run in one buffer (bit for bit the same plan, one allocation).
         """
-        log_kernel = (self.f.unsqueeze(-1) + self.g.unsqueeze(-2) - self.cost) / self.eps
-        return torch.exp(log_kernel + safe_log(self.a).unsqueeze(-1) + safe_log(self.b).unsqueeze(-2))
+        log_a, log_b = safe_log(self.a).unsqueeze(-1), safe_log(self.b).unsqueeze(-2)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (self.f, self.g, self.cost, self.a, self.b)):
+            log_kernel = (self.f.unsqueeze(-1) + self.g.unsqueeze(-2) - self.cost) / self.eps
+            return torch.exp(log_kernel + log_a + log_b)
+        plan = self.f.unsqueeze(-1) + self.g.unsqueeze(-2)  # the potentials carry the cost's batch dims
+        return plan.sub_(self.cost).div_(self.eps).add_(log_a).add_(log_b).exp_()
 
     def marginals(self) -> tuple[Tensor, Tensor]:
         """Row and column sums of the plan, ``(*batch, n)`` and ``(*batch, m)``."""
