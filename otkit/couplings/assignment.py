@@ -108,9 +108,10 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
     device = cost.device
     if n == 1:
         return torch.zeros(groups, 1, dtype=torch.long, device=device)
-    value = (cost.amin((1, 2), keepdim=True) - cost).reshape(groups * n, n)  # >= 0; maximised
-    spread = (cost.amax((1, 2)) - cost.amin((1, 2))).clamp_min(torch.finfo(torch.float64).tiny)  # (G,)
-    prices = _entropic_prices(cost, spread)
+    low = cost.amin((1, 2), keepdim=True)
+    value = (low - cost).reshape(groups * n, n)  # >= 0; maximised
+    spread = (cost.amax((1, 2)) - low.view(groups)).clamp_min(torch.finfo(torch.float64).tiny)  # (G,)
+    prices = _entropic_prices(cost, low, spread)
     eps = spread * (WARM_EPS[-1] * START_EPS)
     eps_min = spread * tol / SCALING
     row_group = torch.arange(groups, device=device).repeat_interleave(n)  # row -> problem
@@ -137,18 +138,17 @@ def _auction(cost: Tensor, tol: float) -> Tensor:
         eps = torch.where(active, eps / SCALING, eps)
 
 
-def _entropic_prices(cost: Tensor, spread: Tensor) -> Tensor:
+def _entropic_prices(cost: Tensor, low: Tensor, spread: Tensor) -> Tensor:
     """Starting prices ``-g``: the column potentials of short Sinkhorn solves, flat ``(G n,)`` in cost units.
 
-    Each problem's cost is scaled to ``[0, 1]`` and solved at ``eps = WARM_EPS[0]`` (a kernel of range ``1 / eps =
-    200``, safe for the scaling domain in float64), then at each later eps in the scaling domain around the last
-    potentials, in float32 (the kernel's exponents stay within a few tens of 0 where the plan lives, and entries
-    that underflow far from it carry no mass), ``WARM_ITERATIONS`` iterations each. A problem whose stage is not
-    finite keeps the potentials of the stage before. ``g`` is near the optimal column duals, so the auction can start at
-    a small eps. Any prices are valid starting prices: the optimality certificate (the duality gap) does not
-    depend on them.
+    Each problem's cost (``low`` its smallest entry, ``spread`` its range) is scaled to ``[0, 1]`` and solved at
+    ``eps = WARM_EPS[0]`` (a kernel of range ``1 / eps = 200``, safe for the scaling domain in float64), then at each
+    later eps in the scaling domain around the last potentials, in float32 (the kernel's exponents stay within a
+    few tens of 0 where the plan lives, and entries that underflow far from it carry no mass), ``WARM_ITERATIONS``
+    iterations each. A problem whose stage is not finite keeps the potentials of the stage before. ``g`` is near
+    the optimal column duals, so the auction can start at a small eps. Any prices are valid starting prices: the
+    optimality certificate (the duality gap) does not depend on them.
     """
-    low = cost.amin((1, 2), keepdim=True)
     scaled = (cost - low) / spread.view(-1, 1, 1)
     coarse = sinkhorn(scaled, eps=WARM_EPS[0], tol=None, max_iter=WARM_ITERATIONS, domain="kernel")
     f, g = coarse.f, coarse.g
