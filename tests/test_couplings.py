@@ -11,7 +11,7 @@ import torch
 from scipy.stats import chisquare
 
 import otkit
-from otkit.couplings import Coupling, OTPlanSampler, linear_assignment, plan
+from otkit.couplings import Coupling, OTPlanSampler, assignment, linear_assignment, plan
 
 torchcfm_ot = pytest.importorskip("torchcfm.optimal_transport")
 
@@ -28,8 +28,31 @@ def _emd_value(cost: torch.Tensor) -> float:
     return float(ot.emd2(ot.unif(c.shape[0]), ot.unif(c.shape[1]), c))
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def assignment_backend(request, monkeypatch):
+    """Each assignment test runs on the compiled CPU auction and on the torch methods (the GPU's, and the CPU's
+    where otkit was installed without a C compiler)."""
+    if request.param == "torch":
+        monkeypatch.setattr(assignment, "_auction", None)
+    return request.param
+
+
+def test_the_compiled_auction_is_built_where_the_tests_run():
+    """The test environment has a C compiler: the optional extension must have been built (or the compiled
+    tests below would silently test the torch methods twice)."""
+    assert assignment.COMPILED_AUCTION
+
+
+def _assert_optimal(cost: torch.Tensor, sigma: torch.Tensor, rel: float = 1e-9, abs: float = 1e-9) -> None:
+    for c, s in zip(cost.reshape(-1, *cost.shape[-2:]), sigma.reshape(-1, sigma.shape[-1]), strict=True):
+        assert sorted(s.tolist()) == list(range(c.shape[-1]))
+        assert float(c.double().gather(1, s[:, None]).sum()) == pytest.approx(
+            c.shape[-1] * _emd_value(c), rel=rel, abs=abs
+        )
+
+
 @pytest.mark.parametrize(("seed", "n", "d"), [(0, 1, 2), (1, 7, 2), (2, 64, 2), (3, 40, 30), (4, 128, 3)])
-def test_exact_assignment_reaches_the_emd_optimum(seed, n, d):
+def test_exact_assignment_reaches_the_emd_optimum(seed, n, d, assignment_backend):
     x0, x1 = _clouds(seed, n, n, d)
     res = plan(x0, x1, "exact")
     assert sorted(res.assignment.tolist()) == list(range(n))
@@ -38,30 +61,65 @@ def test_exact_assignment_reaches_the_emd_optimum(seed, n, d):
     assert float(res.value) == pytest.approx(_emd_value(res.cost), rel=1e-6, abs=1e-12)
 
 
-@pytest.mark.parametrize("n", [12, 40])  # the Hungarian method (n <= 16) and the warm-started auction
-def test_exact_assignment_on_integer_costs_with_ties_is_optimal(n):
+@pytest.mark.parametrize("n", [2, 12, 40])  # the Hungarian method (n <= 16) and the warm-started auction in torch
+def test_exact_assignment_on_integer_costs_with_ties_is_optimal(n, assignment_backend):
     gen = torch.Generator().manual_seed(5)
     cost = torch.randint(0, 4, (6, n, n), generator=gen).double()  # many tied optima
-    sigma = linear_assignment(cost)
-    for c, s in zip(cost, sigma, strict=True):
-        assert sorted(s.tolist()) == list(range(n))
-        assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(n * _emd_value(c), abs=1e-9)
+    _assert_optimal(cost, linear_assignment(cost), rel=0.0)
 
 
-def test_both_assignment_methods_agree_at_the_size_that_switches_them():
+def test_both_assignment_methods_agree_at_the_size_that_switches_them(assignment_backend):
     """Sides 16 (Hungarian) and 17 (auction): the same optimum as POT on random costs, one batch of problems."""
     gen = torch.Generator().manual_seed(6)
     for n in (16, 17):
         cost = torch.rand(4, n, n, generator=gen, dtype=torch.float64)
-        sigma = linear_assignment(cost)
-        for c, s in zip(cost, sigma, strict=True):
-            assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(n * _emd_value(c), rel=1e-9)
+        _assert_optimal(cost, linear_assignment(cost))
+
+
+@pytest.mark.parametrize("d", [2, 3072])
+def test_the_compiled_auction_is_exact_on_minibatches_of_the_benchmark(d):
+    """Squared distances of 300-sample Gaussian batches, low- and high-dimensional, in float32 like the
+    benchmark's: the assignment's total cost equals POT's emd optimum (the torch auction's is tested above)."""
+    gen = torch.Generator().manual_seed(d)
+    x0, x1 = torch.randn(300, d, generator=gen), 0.5 * torch.randn(300, d, generator=gen) + 1.0
+    res = plan(x0, x1, "exact")
+    _assert_optimal(res.cost, res.assignment, rel=1e-12)
+
+
+def test_assignment_of_costs_far_from_zero_and_of_constant_costs(assignment_backend):
+    """Costs offset by 1e6 (the auction works relative to the smallest cost) and costs with no range at all."""
+    gen = torch.Generator().manual_seed(8)
+    small = torch.rand(3, 30, 30, generator=gen, dtype=torch.float64)
+    _assert_optimal(small, linear_assignment(small + 1e6), rel=1e-12)
+    constant = linear_assignment(torch.full((2, 20, 20), 3.0))
+    for s in constant:
+        assert sorted(s.tolist()) == list(range(20))
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-5])
+def test_assignment_tol_bounds_the_excess_cost(tol, assignment_backend):
+    """A looser tol stops earlier, but the returned assignment stays within tol * n * range of the optimum."""
+    gen = torch.Generator().manual_seed(9)
+    cost = torch.rand(4, 50, 50, generator=gen, dtype=torch.float64)
+    for c, s in zip(cost, linear_assignment(cost, tol=tol), strict=True):
+        best = 50 * _emd_value(c)
+        assert sorted(s.tolist()) == list(range(50))
+        assert best - 1e-12 <= float(c.gather(1, s[:, None]).sum()) <= best + tol * 50 * float(c.max() - c.min())
+
+
+def test_the_compiled_auction_takes_any_layout_and_checks_its_arguments():
+    gen = torch.Generator().manual_seed(10)
+    cost = torch.rand(5, 24, 24, generator=gen)
+    _assert_optimal(cost.transpose(-1, -2), linear_assignment(cost.transpose(-1, -2)))  # not contiguous, float32
+    with pytest.raises(ValueError, match="empty dimension"):
+        linear_assignment(torch.rand(0, 6, 6))
+    work, out = cost.double(), torch.empty(5, 24, dtype=torch.long)
+    with pytest.raises(ValueError, match="tol > 0"):
+        assignment._auction.solve(work.data_ptr(), 5, 24, 0.0, out.data_ptr())
 
 
 def test_a_warm_start_stage_that_is_not_finite_leaves_the_first_stage_prices(monkeypatch):
     """Any starting prices are valid: a problem whose second warm-start stage fails keeps the first stage's."""
-    from otkit.couplings import assignment
-
     real = assignment.solve_iterations
 
     def failing_for_problem_0(*args, **kwargs):
@@ -69,11 +127,10 @@ def test_a_warm_start_stage_that_is_not_finite_leaves_the_first_stage_prices(mon
         result.g[0] = math.nan
         return result
 
+    monkeypatch.setattr(assignment, "_auction", None)  # the warm start is the torch auction's
     monkeypatch.setattr(assignment, "solve_iterations", failing_for_problem_0)
     cost = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    for c, s in zip(cost, linear_assignment(cost), strict=True):
-        assert sorted(s.tolist()) == list(range(40))
-        assert float(c.gather(1, s[:, None]).sum()) == pytest.approx(40 * _emd_value(c), rel=1e-9)
+    _assert_optimal(cost, linear_assignment(cost))
 
 
 @pytest.mark.parametrize(("n", "m"), [(6, 4), (5, 3), (12, 8)])

@@ -1,8 +1,10 @@
-"""Exact linear assignment on batches of square costs: the auction algorithm with epsilon-scaling, in torch.
+"""Exact linear assignment on batches of square costs: the auction algorithm with epsilon-scaling.
 
 This is otkit's one assignment solver (``otkit.matching`` calls it too). :func:`linear_assignment` picks the
-method by size: sides up to :data:`HUNGARIAN_MAX_SIDE` go to the Hungarian method
-(:mod:`otkit.couplings.hungarian`, exact, each search step batched), larger ones to the auction, below.
+method by device and size: on the CPU the compiled auction of ``_auction.c`` (:data:`COMPILED_AUCTION` says
+whether this installation has it), elsewhere, or without it, sides up to :data:`HUNGARIAN_MAX_SIDE` go to the
+Hungarian method (:mod:`otkit.couplings.hungarian`, exact, each search step batched), larger ones to the torch
+auction, below.
 
 The auction (Bertsekas, 1988; Bertsekas and Castanon, 1991) keeps a price ``p_j`` per column. In a round every
 unassigned row ``i`` finds its best column ``j1`` and second best ``j2`` by the value ``-C_ij - p_j`` and bids the
@@ -19,7 +21,8 @@ The prices start at the column potentials ``-g`` of short entropic solves (:func
 last of those times :data:`START_EPS`; ``eps`` is then divided by :data:`SCALING` until every problem's gap is at most
 ``tol * n * range(C)`` (per-problem ``eps``; a problem that is done stops bidding). Rows that still satisfy
 complementary slackness at the next ``eps`` keep their columns. Prices and costs are float64, so the gap holds to
-float64 rounding.
+float64 rounding. The compiled auction stops at the same gap; it runs every bid in the Gauss-Seidel form, one
+problem after another, from zero prices (its notes are in ``_auction.c``).
 """
 
 from __future__ import annotations
@@ -36,9 +39,15 @@ from otkit.dense import sinkhorn
 from otkit.dense.loops import solve as solve_iterations
 from otkit.options import SinkhornOptions
 
+try:
+    from otkit.couplings import _auction
+except ImportError:  # built without a C compiler: the torch auction serves the CPU too (COMPILED_AUCTION False)
+    _auction = None
+
 __all__ = [
     "ASSIGNMENT_TOL",
     "CANDIDATES",
+    "COMPILED_AUCTION",
     "HUNGARIAN_MAX_SIDE",
     "SCALING",
     "SERIAL_BIDDERS",
@@ -59,6 +68,9 @@ WARM_ITERATIONS = 40  # Sinkhorn iterations of each stage
 START_EPS = 1 / 64  # the auction's first eps, as a fraction of the last warm-start eps
 CANDIDATES = 8  # columns on a serial bidder's list (see _serial_bids)
 SERIAL_BIDDERS = 16  # at most this many unassigned rows bid one at a time (Gauss-Seidel), without batched rounds
+#: Whether this installation has the compiled CPU auction (``otkit/couplings/_auction.c``, built when otkit is
+#: installed where a C compiler is found); without it CPU costs go to the torch methods, exact too but slower.
+COMPILED_AUCTION = _auction is not None
 
 
 def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
@@ -67,10 +79,13 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
     .. math::
         \sigma^\star \in \arg\min_{\sigma \in S_n} \sum_{i=1}^n C_{i\sigma(i)}
 
-    solved for ``n <= HUNGARIAN_MAX_SIDE`` (16) by the Hungarian method (exact in float64), otherwise by the
-    auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost is within
-    ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final prices),
-    which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs.
+    solved by the auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost
+    is within ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final
+    prices), which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs. CPU costs go to
+    the compiled auction where this installation has it (:data:`COMPILED_AUCTION`; 1024 x 1024 in tens of
+    milliseconds). Otherwise ``n <= HUNGARIAN_MAX_SIDE`` (16) uses the Hungarian method (exact in float64) and
+    larger sides the torch auction (warm-started by Sinkhorn, on the costs' device without host round trips of
+    the costs).
 
     Args:
         cost: ``(..., n, n)`` costs; leading dims are independent problems. Computed in float64.
@@ -98,11 +113,24 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
         raise ValueError(f"tol must be > 0 (a duality-gap tolerance such as 1e-9), got {tol!r}.")
     n = cost.shape[-1]
     work = cost.detach().to(torch.float64).reshape(-1, n, n)
-    sigma = hungarian(work) if n <= HUNGARIAN_MAX_SIDE else _auction(work, float(tol))
+    if work.device.type == "cpu" and _auction is not None:
+        sigma = _compiled_auction(work, float(tol))
+    elif n <= HUNGARIAN_MAX_SIDE:
+        sigma = hungarian(work)
+    else:
+        sigma = _torch_auction(work, float(tol))
     return sigma.reshape(cost.shape[:-1]).to(cost.device)
 
 
-def _auction(cost: Tensor, tol: float) -> Tensor:
+def _compiled_auction(cost: Tensor, tol: float) -> Tensor:
+    """The compiled auction on ``(G, n, n)`` float64 CPU costs; returns ``(G, n)`` columns per row."""
+    work = cost.contiguous()
+    sigma = torch.empty(work.shape[:2], dtype=torch.long)
+    _auction.solve(work.data_ptr(), work.shape[0], work.shape[1], tol, sigma.data_ptr())
+    return sigma
+
+
+def _torch_auction(cost: Tensor, tol: float) -> Tensor:
     """Auction with eps-scaling on ``(G, n, n)`` float64 costs; returns ``(G, n)`` columns per row."""
     groups, n, _ = cost.shape
     device = cost.device
