@@ -79,8 +79,9 @@ def _imports(path: Path, runtime_only: bool = False) -> set[str]:
 
 
 def _is_module(name: str) -> bool:
+    """A Python module, a package, or a compiled extension (its C source beside the Python files)."""
     path = ROOT.joinpath(*name.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+    return any(path.with_suffix(suffix).is_file() for suffix in (".py", ".c")) or (path / "__init__.py").is_file()
 
 
 def _module_name(path: Path) -> str:

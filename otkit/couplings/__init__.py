@@ -1,8 +1,8 @@
 """Minibatch OT couplings for flow matching: exact assignments and entropic plans between sample batches.
 
-Modules: ``assignment`` (:func:`linear_assignment`, otkit's one assignment solver), ``hungarian`` (its method
-for small sides), ``plan`` (the functional :func:`plan`), ``result`` (:class:`Coupling`) and ``sampler``
-(:class:`OTPlanSampler`, torchcfm's interface).
+Modules: ``assignment`` (:func:`linear_assignment`, otkit's one assignment solver, and ``_auction.c``, its
+compiled CPU auction), ``hungarian`` (its torch method for small sides), ``plan`` (the functional :func:`plan`),
+``result`` (:class:`Coupling`) and ``sampler`` (:class:`OTPlanSampler`, torchcfm's interface).
 """
 
 from otkit.couplings.assignment import linear_assignment

@@ -82,10 +82,10 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
     solved by the auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost
     is within ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final
     prices), which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs. CPU costs go to
-    the compiled auction where this installation has it (:data:`COMPILED_AUCTION`; 1024 x 1024 in tens of
-    milliseconds). Otherwise ``n <= HUNGARIAN_MAX_SIDE`` (16) uses the Hungarian method (exact in float64) and
-    larger sides the torch auction (warm-started by Sinkhorn, on the costs' device without host round trips of
-    the costs).
+    the compiled auction where this installation has it (``otkit.couplings.assignment.COMPILED_AUCTION``; a
+    1024 x 1024 problem in tens of milliseconds). Other devices, and the CPU without it, run torch methods on the
+    costs' device: the Hungarian method (exact in float64) for ``n <= HUNGARIAN_MAX_SIDE`` (16), above that an
+    auction warm-started by Sinkhorn. Either way the search reads its progress on the host.
 
     Args:
         cost: ``(..., n, n)`` costs; leading dims are independent problems. Computed in float64.

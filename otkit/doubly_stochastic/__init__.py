@@ -5,8 +5,8 @@ Gumbel-noise samples) and :func:`matching` (the hard maximising permutation, for
 
 Modules: ``projection`` (the entry point and its checks), ``unrolled`` (the log-domain iterations and their
 reverse pass on the CPU and any device), ``backend`` (where a call runs) and ``kernel`` (the fused Triton forward
-and backward for CUDA, imported only when a call runs them), ``gumbel`` and ``matching`` (the Hungarian method,
-batched).
+and backward for CUDA, imported only when a call runs them), ``gumbel`` and ``matching`` (the hard assignment, by
+:func:`otkit.couplings.linear_assignment`).
 """
 
 from otkit.doubly_stochastic.gumbel import gumbel_sinkhorn

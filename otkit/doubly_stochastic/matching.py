@@ -21,9 +21,9 @@ def matching(log_alpha: Tensor) -> Tensor:
     over the injective maps ``sigma`` from the ``n`` rows to the ``m >= n`` columns (the permutations when
     ``n = m``): the limit of :func:`otkit.sinkhorn_knopp` as ``tau -> 0``, used to evaluate Sinkhorn and
     Gumbel-Sinkhorn networks. Solved in float64 by :func:`otkit.couplings.linear_assignment` on the square cost
-    ``-log_alpha`` padded with ``m - n`` zero rows (the Hungarian method for ``m <= 16``, the auction algorithm
-    above). It reads the progress of its searches on the host, so keep it out of ``torch.compile``'d regions and
-    CUDA graphs (it is not differentiable either).
+    ``-log_alpha`` padded with ``m - n`` zero rows (the auction algorithm, compiled on the CPU; on the GPU the
+    Hungarian method for ``m <= 16`` and a torch auction above). It reads the progress of its searches on the
+    host, so keep it out of ``torch.compile``'d regions and CUDA graphs (it is not differentiable either).
 
     Args:
         log_alpha: ``(..., n, m)`` scores with ``n <= m``, finite, any leading batch dims.
