@@ -3,13 +3,14 @@
 Run from the repository root: ``python benchmarks/couplings_bench.py [--quick] [--repeat 5] [--out PATH]`` (or
 ``python -m benchmarks.couplings_bench``). For each batch size (256, 1024), dimension (2, 3072) and method
 (``"exact"``, ``"sinkhorn"`` with reg 0.05), both samplers draw a full OT-CFM minibatch (``sample_plan``) from
-the same float32 noise and data batches; ratio = torchcfm time / otkit time. Equal values are checked: the exact
-total costs agree (relative 1e-6) and the entropic plans agree in L1. ``cost_product_ms`` is the time of the
-cost's matrix product ``x0 @ x1.T`` alone, and ``ratio_bound`` torchcfm's time over it: the largest ratio a
-sampler that forms the squared distances can reach. The Sinkhorn rows use
-``normalize_cost=True`` on both sides: with reg 0.05, unnormalised squared distances in 3072 dims (about 6000)
-underflow POT's kernel (its plan falls back to uniform) and exceed float32's resolution for otkit. Threads:
-``OMP_NUM_THREADS`` (1 by default here, like POT's single-threaded network simplex).
+the same float32 noise and data batches, interleaved round by round (median of ``--repeat`` rounds); ratio =
+torchcfm time / otkit time. Equal values are checked: the exact total costs agree (relative 1e-6) and the
+entropic plans agree in L1. ``cost_product_ms`` is the time of the cost's matrix product ``x0 @ x1.T`` alone (in
+the same rounds), and ``ratio_bound`` torchcfm's time over it: the largest ratio a sampler that forms the squared
+distances can reach. The Sinkhorn rows use ``normalize_cost=True`` on both sides: with reg 0.05, unnormalised
+squared distances in 3072 dims (about 6000) underflow POT's kernel (its plan falls back to uniform) and exceed
+float32's resolution for otkit. Threads: ``OMP_NUM_THREADS`` (1 by default here, like POT's single-threaded
+network simplex).
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: m
 
 import torch
 
-from benchmarks.harness import BenchRow, console, environment, print_table, rows_as_dicts, time_call, write_json
+from benchmarks.harness import (
+    BenchRow,
+    console,
+    environment,
+    interleaved_ms,
+    print_table,
+    rows_as_dicts,
+    write_json,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = ((256, 2), (256, 3072), (1024, 2), (1024, 3072))
@@ -51,16 +60,24 @@ def coupling_suite(sizes: tuple[tuple[int, int], ...], repeat: int) -> list[Benc
     rows = []
     for n, d in sizes:
         x0, x1 = batches(n, d)
-        # the cost's matrix product alone: a floor for any sampler that forms the squared distances
-        product_ms = time_call(lambda a=x0, b=x1: a @ b.T, repeat=repeat)
         for method in METHODS:
             options = {"reg": REG, "normalize_cost": method == "sinkhorn"}
             ours, theirs = OTPlanSampler(method, **options), TorchCFMSampler(method, **options)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # POT's and otkit's convergence notes are read from the values
                 ours_plan, theirs_plan = ours.coupling(x0, x1), theirs.get_map(x0, x1)
-                theirs_ms = time_call(lambda s=theirs, a=x0, b=x1: s.sample_plan(a, b), repeat=repeat)
-                ours_ms = time_call(lambda s=ours, a=x0, b=x1: s.sample_plan(a, b), repeat=repeat)
+                # in the same rounds (a drifting machine load hits all three alike): both samplers, and the
+                # cost's matrix product alone, a floor for any sampler that forms the squared distances
+                times = interleaved_ms(
+                    {
+                        "torchcfm": lambda s=theirs, a=x0, b=x1: s.sample_plan(a, b),
+                        "otkit": lambda s=ours, a=x0, b=x1: s.sample_plan(a, b),
+                        "product": lambda a=x0, b=x1: a @ b.T,
+                    },
+                    repeat,
+                    "cpu",
+                )
+                theirs_ms, ours_ms, product_ms = times["torchcfm"], times["otkit"], times["product"]
             cost = ours_plan.cost.double().numpy()
             extra = {"batch": n, "dim": d, "reg": REG if method == "sinkhorn" else None}
             extra |= {"cost_product_ms": product_ms, "ratio_bound": theirs_ms / product_ms}

@@ -165,6 +165,20 @@ def test_images_are_flattened_for_the_cost():
     assert a.shape == x0.shape and b.shape == x1.shape
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.3, 1e3])
+def test_float32_squared_distances_are_accurate_near_and_far_from_the_origin(shift):
+    """Points near the origin go straight into the product; points far from it (1e3 here, against a spread of
+    about 1) are centred first, without which float32's |x|^2 + |y|^2 - 2<x, y> would lose every digit."""
+    from otkit.couplings import squared_distances
+
+    gen = torch.Generator().manual_seed(12)
+    x0, x1 = torch.randn(3, 50, 8, generator=gen) + shift, torch.randn(3, 40, 8, generator=gen) + shift + 0.5
+    exact = torch.cdist(x0.double(), x1.double()) ** 2
+    cost = squared_distances(x0, x1, group_dims=1)
+    assert cost.dtype == torch.float32
+    torch.testing.assert_close(cost.double(), exact, rtol=1e-5, atol=1e-5 * float(exact.mean()))
+
+
 def test_entropic_plan_equals_otkit_sinkhorn_and_torchcfm():
     x0, x1 = _clouds(8, 24, 24)
     ours = OTPlanSampler("sinkhorn", reg=0.05, normalize_cost=True, tol=1e-9, max_iter=5000)

