@@ -116,6 +116,16 @@ def test_the_compiled_auction_takes_any_layout_and_checks_its_arguments():
     work, out = cost.double(), torch.empty(5, 24, dtype=torch.long)
     with pytest.raises(ValueError, match="tol > 0"):
         assignment._auction.solve(work.data_ptr(), 5, 24, 0.0, out.data_ptr())
+    work[2, 0, 0], work[2, 1, 1] = 1.7e308, -1.7e308
+    with pytest.raises(OverflowError, match="overflows float64"):
+        assignment._auction.solve(work.data_ptr(), 5, 24, 1e-9, out.data_ptr())
+
+
+def test_a_cost_range_beyond_float64_is_refused(assignment_backend):
+    cost = torch.rand(2, 20, 20, dtype=torch.float64)
+    cost[1, 0, 0], cost[1, 1, 1] = 1.7e308, -1.7e308  # finite entries, an infinite range
+    with pytest.raises(ValueError, match="Divide the cost by a constant"):
+        linear_assignment(cost)
 
 
 def test_a_warm_start_stage_that_is_not_finite_leaves_the_first_stage_prices(monkeypatch):

@@ -105,17 +105,19 @@ static double slack(Auction *s, int64_t i) {
     return best_profit(s, i, &best, &second) - own;
 }
 
-/* The assignment of one (n, n) problem, n >= 2, into out (n,); out is the stack of free rows until the end. */
-static void solve_problem(Auction *s, const double *cost, int64_t n, double tol, int64_t *out) {
+/* The assignment of one (n, n) problem, n >= 2, into out (n,); out is the stack of free rows until the end.
+ * Returns 0, or -2 when the cost's range overflows float64. */
+static int solve_problem(Auction *s, const double *cost, int64_t n, double tol, int64_t *out) {
     double lo = INFINITY, hi = -INFINITY;
     for (int64_t e = 0; e < n * n; e++) {
         if (cost[e] < lo) lo = cost[e];
         if (cost[e] > hi) hi = cost[e];
     }
     const double range = hi - lo;
+    if (isinf(range)) return -2;
     if (!(range > 0)) { /* every assignment is optimal */
         for (int64_t i = 0; i < n; i++) out[i] = i;
-        return;
+        return 0;
     }
     s->cost = cost;
     s->lo = lo;
@@ -159,9 +161,11 @@ static void solve_problem(Auction *s, const double *cost, int64_t n, double tol,
         }
     }
     for (int64_t i = 0; i < n; i++) out[i] = s->column[i];
+    return 0;
 }
 
-/* All problems of a contiguous (groups, n, n) float64 buffer; 0, or -1 when memory runs out. */
+/* All problems of a contiguous (groups, n, n) float64 buffer; 0, -1 when memory runs out, -2 for a range that
+ * overflows float64. */
 static int solve_all(const double *cost, int64_t groups, int64_t n, double tol, int64_t *out) {
     if (n == 1) {
         for (int64_t g = 0; g < groups; g++) out[g] = 0;
@@ -178,7 +182,7 @@ static int solve_all(const double *cost, int64_t groups, int64_t n, double tol, 
     s.bound = malloc(sizeof(double) * (size_t)n);
     int status = 0;
     if (s.price && s.owner && s.column && s.listed && s.worth && s.bound) {
-        for (int64_t g = 0; g < groups; g++) solve_problem(&s, cost + g * n * n, n, tol, out + g * n);
+        for (int64_t g = 0; g < groups && !status; g++) status = solve_problem(&s, cost + g * n * n, n, tol, out + g * n);
     } else {
         status = -1;
     }
@@ -205,7 +209,11 @@ static PyObject *solve(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     status = solve_all((const double *)(uintptr_t)cost_address, groups, n, tol, (int64_t *)(uintptr_t)out_address);
     Py_END_ALLOW_THREADS
-    if (status) return PyErr_NoMemory();
+    if (status == -1) return PyErr_NoMemory();
+    if (status == -2) {
+        PyErr_SetString(PyExc_OverflowError, "a problem's cost range (max C - min C) overflows float64");
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 

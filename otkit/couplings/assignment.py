@@ -33,7 +33,7 @@ import math
 import torch
 from torch import Tensor
 
-from otkit._checks import check_cost
+from otkit._checks import all_finite, check_cost
 from otkit.couplings.hungarian import hungarian
 from otkit.dense import sinkhorn
 from otkit.dense.loops import solve as solve_iterations
@@ -113,6 +113,11 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
         raise ValueError(f"tol must be > 0 (a duality-gap tolerance such as 1e-9), got {tol!r}.")
     n = cost.shape[-1]
     work = cost.detach().to(torch.float64).reshape(-1, n, n)
+    if not all_finite(work.amax((1, 2)) - work.amin((1, 2))):
+        raise ValueError(
+            "a problem's cost range (max C - min C) overflows float64, and the auction works in units of it. Divide "
+            "the cost by a constant: the assignment does not change."
+        )
     if work.device.type == "cpu" and _auction is not None:
         sigma = _compiled_auction(work, float(tol))
     elif n <= HUNGARIAN_MAX_SIDE:
