@@ -116,9 +116,31 @@ def test_the_compiled_auction_takes_any_layout_and_checks_its_arguments():
     work, out = cost.double(), torch.empty(5, 24, dtype=torch.long)
     with pytest.raises(ValueError, match="tol > 0"):
         assignment._auction.solve(work.data_ptr(), 5, 24, 0.0, out.data_ptr())
-    work[2, 0, 0], work[2, 1, 1] = 1.7e308, -1.7e308
+    work[2, 0, 0], work[2, 1, 1] = 1.7e308, -1.7e308  # linear_assignment refuses these before the call
     with pytest.raises(OverflowError, match="overflows float64"):
         assignment._auction.solve(work.data_ptr(), 5, 24, 1e-9, out.data_ptr())
+
+
+@pytest.mark.parametrize("scale", [5e-324, 1e-200, 1e200])
+def test_assignment_of_costs_with_denormal_or_huge_ranges(scale, assignment_backend):
+    """Ranges far from 1 are scaled by a power of two first (a denormal range left the auction's eps no room
+    above 0): integer costs times ``scale`` keep their optimum."""
+    cost = torch.randint(0, 5, (4, 20, 20), generator=torch.Generator().manual_seed(13)).double()
+    sigma = linear_assignment(cost * scale)
+    _assert_optimal(cost, sigma, rel=0.0)
+
+
+def test_assignment_tol_below_float64_resolution_is_refused(assignment_backend):
+    with pytest.raises(ValueError, match="tol must be >= 1e-12"):
+        linear_assignment(torch.rand(3, 3), tol=1e-13)
+
+
+def test_the_compiled_auction_writes_to_the_cpu_whatever_the_default_device():
+    cost = torch.rand(2, 30, 30, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    with torch.device("meta"):  # the output buffer must not follow the default device
+        sigma = linear_assignment(cost)
+    assert sigma.device.type == "cpu"
+    _assert_optimal(cost, sigma)
 
 
 def test_a_cost_range_beyond_float64_is_refused(assignment_backend):

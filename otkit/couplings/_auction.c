@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,7 +31,8 @@
 #define CAND 8
 #define START_EPS (1.0 / 50.0)
 #define THETA 8.0
-/* eps never goes below this fraction of the range, so that every bid moves a float64 price */
+/* eps never goes below this fraction of the range, so that every bid moves a float64 price (linear_assignment
+ * refuses tol below 1e-12, for which eps stops above the floor, and scales ranges far from 1 by a power of two) */
 #define EPS_FLOOR 1e-13
 
 typedef struct {
@@ -106,7 +108,7 @@ static double slack(Auction *s, int64_t i) {
 }
 
 /* The assignment of one (n, n) problem, n >= 2, into out (n,); out is the stack of free rows until the end.
- * Returns 0, or -2 when the cost's range overflows float64. */
+ * Returns 0, or -2 when the cost's range overflows float64 or is too small for eps (denormal). */
 static int solve_problem(Auction *s, const double *cost, int64_t n, double tol, int64_t *out) {
     double lo = INFINITY, hi = -INFINITY;
     for (int64_t e = 0; e < n * n; e++) {
@@ -114,7 +116,7 @@ static int solve_problem(Auction *s, const double *cost, int64_t n, double tol, 
         if (cost[e] > hi) hi = cost[e];
     }
     const double range = hi - lo;
-    if (isinf(range)) return -2;
+    if (isinf(range) || (range > 0 && range * EPS_FLOOR < DBL_MIN)) return -2;
     if (!(range > 0)) { /* every assignment is optimal */
         for (int64_t i = 0; i < n; i++) out[i] = i;
         return 0;
@@ -165,7 +167,7 @@ static int solve_problem(Auction *s, const double *cost, int64_t n, double tol, 
 }
 
 /* All problems of a contiguous (groups, n, n) float64 buffer; 0, -1 when memory runs out, -2 for a range that
- * overflows float64. */
+ * overflows float64 or leaves eps no room above 0. */
 static int solve_all(const double *cost, int64_t groups, int64_t n, double tol, int64_t *out) {
     if (n == 1) {
         for (int64_t g = 0; g < groups; g++) out[g] = 0;
@@ -211,7 +213,8 @@ static PyObject *solve(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (status == -1) return PyErr_NoMemory();
     if (status == -2) {
-        PyErr_SetString(PyExc_OverflowError, "a problem's cost range (max C - min C) overflows float64");
+        PyErr_SetString(PyExc_OverflowError,
+                        "a problem's cost range (max C - min C) overflows float64, or is too small for eps > 0");
         return NULL;
     }
     Py_RETURN_NONE;

@@ -49,6 +49,7 @@ __all__ = [
     "CANDIDATES",
     "COMPILED_AUCTION",
     "HUNGARIAN_MAX_SIDE",
+    "MIN_TOL",
     "SCALING",
     "SERIAL_BIDDERS",
     "START_EPS",
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 ASSIGNMENT_TOL = 1e-9  # duality gap per row, relative to the cost range
+MIN_TOL = 1e-12  # the smallest tol: float64 prices of the range's size resolve about 2e-16 of it
+RANGE_EXPONENT = 100  # problems whose cost range is beyond 2**100 or below 2**-100 are scaled by a power of two
 HUNGARIAN_MAX_SIDE = 16  # sides up to this use the Hungarian method (faster there, measured), larger the auction
 SCALING = 8.0  # eps is divided by this between phases
 # The entropic warm start's eps, relative to the cost range: a solve at the first, then each next one around the
@@ -81,7 +84,8 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
 
     solved by the auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost
     is within ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final
-    prices), which for the default ``tol = 1e-9`` is exact up to the rounding of float32 costs. CPU costs go to
+    prices); with the default ``tol = 1e-9`` that is below the rounding of float32 costs unless a few outliers make
+    the range much wider than the costs that matter. CPU costs go to
     the compiled auction where this installation has it (``otkit.couplings.assignment.COMPILED_AUCTION``; a
     1024 x 1024 problem in tens of milliseconds). Other devices, and the CPU without it, run torch methods on the
     costs' device: the Hungarian method (exact in float64) for ``n <= HUNGARIAN_MAX_SIDE`` (16), above that an
@@ -89,13 +93,14 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
 
     Args:
         cost: ``(..., n, n)`` costs; leading dims are independent problems. Computed in float64.
-        tol: The auction's duality-gap tolerance per row, relative to each problem's cost range (> 0).
+        tol: The auction's duality-gap tolerance per row, relative to each problem's cost range (>= 1e-12).
 
     Returns:
         ``(..., n)`` int64 tensor: ``sigma[..., i]`` is the column given to row ``i`` (a permutation).
 
     Raises:
-        ValueError: for a cost that is not square, not floating, empty or not finite, or ``tol <= 0``.
+        ValueError: for a cost that is not square, not floating, empty or not finite, a cost range beyond float64
+            (``max C - min C`` overflows), or ``tol < MIN_TOL`` (1e-12).
 
     Example:
         >>> import torch
@@ -109,15 +114,27 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
             f"linear_assignment needs square costs (..., n, n), got shape {tuple(cost.shape)}. For unequal sizes "
             "use otkit.couplings.plan(x0, x1, method='exact'), which solves the transport LP."
         )
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0 (a duality-gap tolerance such as 1e-9), got {tol!r}.")
+    if not tol >= MIN_TOL:
+        raise ValueError(
+            f"tol must be >= {MIN_TOL} (a duality-gap tolerance such as 1e-9; float64 prices resolve no finer), got "
+            f"{tol!r}."
+        )
     n = cost.shape[-1]
     work = cost.detach().to(torch.float64).reshape(-1, n, n)
-    if not all_finite(work.amax((1, 2)) - work.amin((1, 2))):
+    spread = work.amax((1, 2)) - work.amin((1, 2))
+    if not all_finite(spread):
         raise ValueError(
             "a problem's cost range (max C - min C) overflows float64, and the auction works in units of it. Divide "
             "the cost by a constant: the assignment does not change."
         )
+    # Ranges far from 1 (a denormal range leaves eps no room above 0) are scaled by an exact power of two, in two
+    # factors (2**1074 itself overflows float64); the assignment does not change.
+    exponent = torch.frexp(spread).exponent
+    far = exponent.abs() > RANGE_EXPONENT
+    if bool(far.any()):
+        shift = torch.where(far, -exponent, 0).to(torch.float64).view(-1, 1, 1)
+        half = torch.trunc(shift / 2)
+        work = work * torch.exp2(half) * torch.exp2(shift - half)
     if work.device.type == "cpu" and _auction is not None:
         sigma = _compiled_auction(work, float(tol))
     elif n <= HUNGARIAN_MAX_SIDE:
@@ -129,8 +146,8 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
 
 def _compiled_auction(cost: Tensor, tol: float) -> Tensor:
     """The compiled auction on ``(G, n, n)`` float64 CPU costs; returns ``(G, n)`` columns per row."""
-    work = cost.contiguous()
-    sigma = torch.empty(work.shape[:2], dtype=torch.long)
+    work = cost.resolve_neg().contiguous()  # the raw memory is read: no lazy negation
+    sigma = torch.empty(work.shape[:2], dtype=torch.long, device="cpu")
     _auction.solve(work.data_ptr(), work.shape[0], work.shape[1], tol, sigma.data_ptr())
     return sigma
 
