@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 
 import numpy as np
 import ot
@@ -141,6 +142,32 @@ def test_the_compiled_auction_writes_to_the_cpu_whatever_the_default_device():
         sigma = linear_assignment(cost)
     assert sigma.device.type == "cpu"
     _assert_optimal(cost, sigma)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
+def test_a_signal_handler_stops_a_long_batch_of_the_compiled_auction():
+    """The C loop looks at Python's signal handlers between problems: Ctrl-C (here a timer's handler that raises)
+    stops a batch of 400 problems that takes a few tenths of a second, long before its end."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_):
+        raise Stop
+
+    cost = torch.rand(400, 200, 200, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    sigma = torch.full((400, 200), -1)
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(Stop):  # the module itself: the timer must fire inside the C loop
+            assignment._auction.solve(cost.data_ptr(), 400, 200, 1e-9, sigma.data_ptr())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    solved = (sigma >= 0).all(-1)
+    assert 0 < int(solved.sum()) < 400  # stopped between problems, the first ones solved
+    _assert_optimal(cost[:2], sigma[:2])
 
 
 def test_a_cost_range_beyond_float64_is_refused(assignment_backend):

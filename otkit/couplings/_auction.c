@@ -34,6 +34,8 @@
 /* eps never goes below this fraction of the range, so that every bid moves a float64 price (linear_assignment
  * refuses tol below 1e-12, for which eps stops above the floor, and scales ranges far from 1 by a power of two) */
 #define EPS_FLOOR 1e-13
+/* cost entries solved between two looks at Python's signal handlers (2**20: a millisecond or so of work) */
+#define SIGNAL_CHECK (1 << 20)
 
 typedef struct {
     const double *cost; /* (n, n) row-major */
@@ -166,9 +168,12 @@ static int solve_problem(Auction *s, const double *cost, int64_t n, double tol, 
     return 0;
 }
 
-/* All problems of a contiguous (groups, n, n) float64 buffer; 0, -1 when memory runs out, -2 for a range that
- * overflows float64 or leaves eps no room above 0. */
-static int solve_all(const double *cost, int64_t groups, int64_t n, double tol, int64_t *out) {
+/* All problems of a contiguous (groups, n, n) float64 buffer, called without the GIL (*released is the thread
+ * state it was released from). Between problems, once every SIGNAL_CHECK cost entries solved, it takes the GIL back
+ * to run Python's signal handlers, so that Ctrl-C stops a long batch. Returns 0, -1 when memory runs out, -2 for a
+ * range that overflows float64 or leaves eps no room above 0, -3 when a signal handler raised (its exception set). */
+static int solve_all(const double *cost, int64_t groups, int64_t n, double tol, int64_t *out,
+                     PyThreadState **released) {
     if (n == 1) {
         for (int64_t g = 0; g < groups; g++) out[g] = 0;
         return 0;
@@ -184,7 +189,17 @@ static int solve_all(const double *cost, int64_t groups, int64_t n, double tol, 
     s.bound = malloc(sizeof(double) * (size_t)n);
     int status = 0;
     if (s.price && s.owner && s.column && s.listed && s.worth && s.bound) {
-        for (int64_t g = 0; g < groups && !status; g++) status = solve_problem(&s, cost + g * n * n, n, tol, out + g * n);
+        int64_t since = 0;
+        for (int64_t g = 0; g < groups && !status; g++) {
+            status = solve_problem(&s, cost + g * n * n, n, tol, out + g * n);
+            since += n * n;
+            if (!status && since >= SIGNAL_CHECK && g + 1 < groups) {
+                since = 0;
+                PyEval_RestoreThread(*released);
+                if (PyErr_CheckSignals()) status = -3;
+                *released = PyEval_SaveThread();
+            }
+        }
     } else {
         status = -1;
     }
@@ -207,10 +222,11 @@ static PyObject *solve(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "solve needs groups >= 0, n >= 1 and tol > 0, got %lld, %lld, %g", groups, n, tol);
         return NULL;
     }
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = solve_all((const double *)(uintptr_t)cost_address, groups, n, tol, (int64_t *)(uintptr_t)out_address);
-    Py_END_ALLOW_THREADS
+    PyThreadState *released = PyEval_SaveThread();
+    const int status = solve_all((const double *)(uintptr_t)cost_address, groups, n, tol,
+                                 (int64_t *)(uintptr_t)out_address, &released);
+    PyEval_RestoreThread(released);
+    if (status == -3) return NULL;
     if (status == -1) return PyErr_NoMemory();
     if (status == -2) {
         PyErr_SetString(PyExc_OverflowError,
