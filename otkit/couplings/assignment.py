@@ -85,11 +85,11 @@ def linear_assignment(cost: Tensor, tol: float = ASSIGNMENT_TOL) -> Tensor:
     solved by the auction algorithm with epsilon-scaling (see the module's notes): the returned assignment's cost
     is within ``tol * n * (max C - min C)`` of the optimum (a bound certified by the duality gap of the final
     prices); with the default ``tol = 1e-9`` that is below the rounding of float32 costs unless a few outliers make
-    the range much wider than the costs that matter. CPU costs go to
-    the compiled auction where this installation has it (``otkit.couplings.assignment.COMPILED_AUCTION``; a
-    1024 x 1024 problem in tens of milliseconds). Other devices, and the CPU without it, run torch methods on the
-    costs' device: the Hungarian method (exact in float64) for ``n <= HUNGARIAN_MAX_SIDE`` (16), above that an
-    auction warm-started by Sinkhorn. Either way the search reads its progress on the host.
+    the range much wider than the costs that matter. CPU costs go to the compiled auction where this installation
+    has it (``otkit.couplings.assignment.COMPILED_AUCTION``; a 1024 x 1024 problem in tens of milliseconds). Other
+    devices, and the CPU without it, run torch methods on the costs' device: the Hungarian method (exact in
+    float64) for ``n <= HUNGARIAN_MAX_SIDE`` (16), above that an auction warm-started by Sinkhorn. Either way the
+    search reads its progress on the host.
 
     Args:
         cost: ``(..., n, n)`` costs; leading dims are independent problems. Computed in float64.
